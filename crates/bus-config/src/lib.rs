@@ -1,0 +1,2 @@
+//! TOML configuration of `bus`.
+#![deny(missing_docs)]

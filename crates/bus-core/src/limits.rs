@@ -1,0 +1,57 @@
+//! Every bound of the bus in one place, with the relations between them
+//! checked at compile time.
+
+use std::time::Duration;
+
+/// Size of the fixed frame header (spec §1).
+pub const HEADER_SIZE: usize = 256;
+/// Alignment of every frame buffer in memory (spec §1).
+pub const FRAME_ALIGN: usize = 16;
+/// The only protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol identifier used for ALPN and the WebSocket subprotocol.
+pub const PROTOCOL_ID: &str = "bus.v1";
+
+/// Smallest value `max_message_size` may be configured to: one bare header.
+pub const MIN_MAX_MESSAGE_SIZE_BYTES: u32 = 256;
+/// Largest value `max_message_size` may be configured to (1 GiB).
+pub const MAX_MAX_MESSAGE_SIZE_BYTES: u32 = 1 << 30;
+/// Default `max_message_size` (64 MiB, spec §1).
+pub const DEFAULT_MAX_MESSAGE_SIZE_BYTES: u32 = 64 << 20;
+
+/// Default outbound queue capacity per connection (spec §6).
+pub const DEFAULT_QUEUE_CAPACITY_FRAMES: usize = 1024;
+/// Largest `max_batch_frames`: one writev must stay under `IOV_MAX`.
+pub const MAX_BATCH_FRAMES_LIMIT: usize = 512;
+/// Default frames per writer batch.
+pub const DEFAULT_MAX_BATCH_FRAMES: usize = 64;
+/// Linux's `IOV_MAX`: the most buffers one `writev` takes.
+pub const IOV_MAX: usize = 1024;
+
+/// Default read buffer per connection.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 64 << 10;
+/// Smallest read buffer: one header and then some.
+pub const MIN_READ_BUFFER_BYTES: usize = 4 << 10;
+/// Largest read buffer.
+pub const MAX_READ_BUFFER_BYTES: usize = 16 << 20;
+
+/// Default bound from accept to a usable connection (spec §7).
+pub const DEFAULT_HANDSHAKE_GRACE: Duration = Duration::from_secs(10);
+/// Default bound on closing one connection (spec §3).
+pub const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Default wait for the peer's side of the close.
+pub const DEFAULT_CLOSE_PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest UTF-8 detail a `Goodbye` carries (spec §3).
+pub const GOODBYE_DETAIL_MAX_BYTES: usize = 122;
+
+const _: () = assert!(HEADER_SIZE % FRAME_ALIGN == 0);
+const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES as usize == HEADER_SIZE);
+const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES <= DEFAULT_MAX_MESSAGE_SIZE_BYTES);
+const _: () = assert!(DEFAULT_MAX_MESSAGE_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BYTES);
+const _: () = assert!(MAX_BATCH_FRAMES_LIMIT <= IOV_MAX / 2);
+const _: () = assert!(DEFAULT_MAX_BATCH_FRAMES <= MAX_BATCH_FRAMES_LIMIT);
+const _: () = assert!(MIN_READ_BUFFER_BYTES >= 2 * HEADER_SIZE);
+const _: () = assert!(DEFAULT_READ_BUFFER_BYTES >= MIN_READ_BUFFER_BYTES);
+// Goodbye: 4-byte reason + 2-byte length + detail fit in the command area.
+const _: () = assert!(6 + GOODBYE_DETAIL_MAX_BYTES <= 128);

@@ -1,0 +1,3 @@
+//! bus facade.
+#![deny(missing_docs)]
+pub use bus_core as core;
