@@ -100,7 +100,11 @@ impl BusConfig {
             if ok {
                 Ok(())
             } else {
-                Err(ConfigError { field, value: value.to_string(), allowed })
+                Err(ConfigError {
+                    field,
+                    value: value.to_string(),
+                    allowed,
+                })
             }
         }
         check(
@@ -137,7 +141,12 @@ impl BusConfig {
             check(!d.is_zero(), field, format!("{d:?}"), "> 0 s")?;
         }
         if let Some(d) = self.idle_timeout {
-            check(!d.is_zero(), "idle_timeout", format!("{d:?}"), "> 0 s, or \"off\"")?;
+            check(
+                !d.is_zero(),
+                "idle_timeout",
+                format!("{d:?}"),
+                "> 0 s, or \"off\"",
+            )?;
         }
         Ok(())
     }

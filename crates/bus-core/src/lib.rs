@@ -1,7 +1,48 @@
-//! Frame, framing, aligned buffers, transport traits and the per-shard bus.
+//! The core of `bus`: the frame, framing, aligned zero-copy buffers, the
+//! transport trait family and the per-shard [`Bus`].
+//!
+//! This crate does no network I/O of its own: transports (`bus-tcp`, ...)
+//! implement the traits in [`transport`], and the [`Bus`] drives them.
+//!
+//! ```
+//! use bus_core::{Command, FrameMut, Header};
+//!
+//! // Build a sealed application frame and check it as a receiver would.
+//! let mut frame = FrameMut::with_body(Command::Application(16), b"hello");
+//! frame.header_mut().set_request(42);
+//! frame.seal();
+//! let frame = frame.freeze();
+//! assert_eq!(frame.header().validate(64 << 20), Ok(()));
+//! assert_eq!(frame.header().request(), 42);
+//! assert_eq!(frame.body(), b"hello");
+//! assert_eq!(frame.len(), 256 + 5);
+//! ```
 #![deny(missing_docs)]
 
+pub mod buf;
+mod bus;
+pub mod codec;
 pub mod config;
+mod conn;
+mod driver;
+mod error;
+mod goodbye;
+pub mod header;
+mod id;
 pub mod limits;
+mod notify;
+mod stats;
+mod tasks;
+pub mod transport;
 
+pub use buf::{Frame, FrameMut};
+pub use bus::{BroadcastReport, Bus, ConnectionSnapshot, Forwarder, Handler, ShutdownReport};
+pub use codec::{DecodeLimits, Decoder, read_frame};
 pub use config::{BusConfig, ConfigError, SlowConsumerPolicy};
+pub use conn::CloseReason;
+pub use error::{Error, SendError};
+pub use goodbye::{Goodbye, GoodbyeReason};
+pub use header::{Command, FrameError, Header};
+pub use id::{ClientId, Peer};
+pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS};
+pub use transport::{ConnectionInfo, TransportKind};

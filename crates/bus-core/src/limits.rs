@@ -45,7 +45,7 @@ pub const DEFAULT_CLOSE_PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest UTF-8 detail a `Goodbye` carries (spec §3).
 pub const GOODBYE_DETAIL_MAX_BYTES: usize = 122;
 
-const _: () = assert!(HEADER_SIZE % FRAME_ALIGN == 0);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(FRAME_ALIGN));
 const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES as usize == HEADER_SIZE);
 const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES <= DEFAULT_MAX_MESSAGE_SIZE_BYTES);
 const _: () = assert!(DEFAULT_MAX_MESSAGE_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BYTES);

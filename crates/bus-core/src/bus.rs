@@ -1,0 +1,512 @@
+//! The per-shard bus: registry of live connections, the send paths, the
+//! application handler, and the bus's lifecycle.
+//!
+//! One `Bus` lives on one compio runtime (one shard) and is `!Send`. Sends
+//! never await: they find the connection's queue and push, or return a
+//! [`SendError`]. Reading, writing and closing happen on each connection's
+//! own task (see `driver`).
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    buf::Frame,
+    config::BusConfig,
+    conn::{CloseReason, Closing, Conn},
+    driver,
+    error::{Error, SendError},
+    goodbye::GoodbyeReason,
+    id::{ClientId, IdMinter, Peer},
+    stats::{BusCounters, BusStats, ConnectionStats, bump},
+    tasks::TaskSet,
+    transport::{Connection, ConnectionInfo, Listener},
+};
+
+/// The application's side of the bus.
+///
+/// Called on the shard's thread, never concurrently. A handler must not
+/// block; to do async work, spawn a task. Do not keep the `&Bus` beyond the
+/// call (storing a `Bus` clone inside the handler makes a reference cycle).
+pub trait Handler: 'static {
+    /// A frame with an application command (16–255) arrived. Bus commands
+    /// never reach this method. For a client, the header's `client` field
+    /// has been stamped with the connection's id (spec §5), so a sealed
+    /// frame's header checksum no longer matches after delivery.
+    fn on_frame(&self, bus: &Bus, from: Peer, frame: Frame);
+
+    /// A connection finished its handshake and is registered.
+    fn on_connected(&self, bus: &Bus, peer: Peer, info: &ConnectionInfo) {
+        let _ = (bus, peer, info);
+    }
+
+    /// A registered connection ended. Called exactly once per connection,
+    /// after its registry slot is gone.
+    fn on_connection_lost(&self, bus: &Bus, peer: Peer, reason: &CloseReason) {
+        let _ = (bus, peer, reason);
+    }
+}
+
+impl<F: Fn(&Bus, Peer, Frame) + 'static> Handler for F {
+    fn on_frame(&self, bus: &Bus, from: Peer, frame: Frame) {
+        self(bus, from, frame);
+    }
+}
+
+/// Where sends for client ids owned by other shards go.
+///
+/// The multi-shard layer implements this and installs it with
+/// [`Bus::set_forwarder`]; a single-shard bus has none, and a send to a
+/// foreign id is `NotConnected`. Implementations must not await or block:
+/// they push into the owning shard's bounded inbox or return an error.
+pub trait Forwarder: 'static {
+    /// Forwards a send to the shard that owns `id`.
+    fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError>;
+
+    /// Forwards a broadcast to every other shard; returns how many shards
+    /// accepted it.
+    fn broadcast(&self, frame: &Frame) -> usize;
+}
+
+/// Lifecycle of the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BusState {
+    Running,
+    ShuttingDown,
+    Stopped,
+}
+
+/// What a broadcast reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastReport {
+    /// Local clients the frame was queued to.
+    pub queued: usize,
+    /// Local clients whose queue was full.
+    pub queue_full: usize,
+    /// Other shards the broadcast was forwarded to.
+    pub shards_forwarded: usize,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections that were open when shutdown started.
+    pub connections: usize,
+    /// Connection tasks cancelled because they outlived the grace period.
+    pub cancelled: usize,
+    /// Tasks still live at the end (0 unless compio failed to cancel).
+    pub tasks_left: usize,
+    /// How long shutdown took.
+    pub elapsed: Duration,
+}
+
+/// A connection's metadata and counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionSnapshot {
+    /// Who the connection is.
+    pub peer: Peer,
+    /// Transport, peer address, connected-since, identity.
+    pub info: ConnectionInfo,
+    /// Frames and bytes in and out, queue depth.
+    pub stats: ConnectionStats,
+    /// Whether the connection is closing.
+    pub closing: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: BusConfig,
+    pub(crate) handler: Rc<dyn Handler>,
+    state: Cell<BusState>,
+    minter: IdMinter,
+    clients: RefCell<HashMap<ClientId, Rc<Conn>>>,
+    replicas: RefCell<HashMap<u8, Rc<Conn>>>,
+    forwarder: RefCell<Option<Rc<dyn Forwarder>>>,
+    /// Accept loops and connections still in their handshake.
+    pub(crate) intake: TaskSet,
+    /// Registered connections.
+    pub(crate) connections: TaskSet,
+    pub(crate) counters: BusCounters,
+}
+
+/// The per-shard message bus. Cheap to clone (a reference count); all clones
+/// are the same bus.
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("shard", &self.inner.config.shard)
+            .field("state", &self.inner.state.get())
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// A bus for this shard. Must be called inside a compio runtime before
+    /// any connection is served.
+    pub fn new(config: BusConfig, handler: impl Handler) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self {
+            inner: Rc::new(Inner {
+                minter: IdMinter::new(config.shard),
+                config,
+                handler: Rc::new(handler),
+                state: Cell::new(BusState::Running),
+                clients: RefCell::default(),
+                replicas: RefCell::default(),
+                forwarder: RefCell::default(),
+                intake: TaskSet::default(),
+                connections: TaskSet::default(),
+                counters: BusCounters::default(),
+            }),
+        })
+    }
+
+    /// The configuration this bus runs with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    /// This bus's shard index.
+    pub fn shard(&self) -> u16 {
+        self.inner.config.shard
+    }
+
+    /// Whether [`Bus::shutdown`] has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.state.get() != BusState::Running
+    }
+
+    /// Installs the multi-shard forwarder (see [`Forwarder`]).
+    pub fn set_forwarder(&self, forwarder: Rc<dyn Forwarder>) {
+        *self.inner.forwarder.borrow_mut() = Some(forwarder);
+    }
+
+    /// Accepts client connections from `listener` on a tracked task until
+    /// shutdown. Each accepted connection's handshake runs on its own task,
+    /// bounded by `handshake_grace`.
+    pub fn serve<L: Listener>(&self, listener: L) -> Result<(), Error> {
+        self.ensure_running()?;
+        self.inner
+            .intake
+            .spawn(driver::accept_loop(self.clone(), listener));
+        Ok(())
+    }
+
+    /// Takes over a client connection accepted elsewhere (for example on
+    /// another shard, handed over as a file descriptor).
+    pub fn install<C: Connection>(&self, connection: C) -> Result<(), Error> {
+        self.ensure_running()?;
+        self.inner
+            .intake
+            .spawn(driver::handshake(self.clone(), connection, None));
+        Ok(())
+    }
+
+    /// Takes over a connection to or from replica `replica` (already
+    /// authenticated by the caller; the replica handshake of spec §4 is the
+    /// replica layer's job). Frames from it must be sealed unless
+    /// `require_sealed_replicas` is off.
+    pub fn install_replica<C: Connection>(&self, connection: C, replica: u8) -> Result<(), Error> {
+        self.ensure_running()?;
+        self.inner
+            .intake
+            .spawn(driver::handshake(self.clone(), connection, Some(replica)));
+        Ok(())
+    }
+
+    fn ensure_running(&self) -> Result<(), Error> {
+        if self.is_shutting_down() {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues `frame` for client `id`. Never waits.
+    ///
+    /// A client on another shard is reached through the installed
+    /// [`Forwarder`].
+    pub fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError> {
+        if self.is_shutting_down() {
+            return Err(SendError::ShuttingDown);
+        }
+        if id.shard() != self.inner.config.shard {
+            let forwarder = self.inner.forwarder.borrow().clone();
+            return forwarder.map_or(Err(SendError::NotConnected), |f| {
+                f.send_to_client(id, frame)
+            });
+        }
+        let clients = self.inner.clients.borrow();
+        let conn = clients.get(&id).ok_or(SendError::NotConnected)?;
+        self.enqueue(conn, frame)
+    }
+
+    /// Queues `frame` for replica `replica`. Never waits.
+    pub fn send_to_replica(&self, replica: u8, frame: Frame) -> Result<(), SendError> {
+        if self.is_shutting_down() {
+            return Err(SendError::ShuttingDown);
+        }
+        let replicas = self.inner.replicas.borrow();
+        let conn = replicas.get(&replica).ok_or(SendError::NotConnected)?;
+        self.enqueue(conn, frame)
+    }
+
+    /// Queues `frame` for every client on this shard and forwards it to the
+    /// other shards. Every local queue shares the frame's one allocation.
+    pub fn broadcast(&self, frame: &Frame) -> BroadcastReport {
+        let mut report = self.broadcast_local(frame);
+        if !self.is_shutting_down() {
+            let forwarder = self.inner.forwarder.borrow().clone();
+            report.shards_forwarded = forwarder.map_or(0, |f| f.broadcast(frame));
+        }
+        report
+    }
+
+    /// Queues `frame` for every client on this shard only.
+    pub fn broadcast_local(&self, frame: &Frame) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        if self.is_shutting_down() {
+            return report;
+        }
+        for conn in self.inner.clients.borrow().values() {
+            match self.enqueue(conn, frame.clone()) {
+                Ok(()) => report.queued += 1,
+                Err(SendError::QueueFull) => report.queue_full += 1,
+                Err(_) => {}
+            }
+        }
+        report
+    }
+
+    fn enqueue(&self, conn: &Conn, frame: Frame) -> Result<(), SendError> {
+        let result = conn.enqueue(frame);
+        if result == Err(SendError::QueueFull) {
+            bump(&self.inner.counters.queue_full, 1);
+            if self.inner.config.slow_consumer == crate::SlowConsumerPolicy::Disconnect {
+                let closing = Closing {
+                    goodbye: Some((
+                        GoodbyeReason::SlowConsumer,
+                        "outbound queue overflowed".into(),
+                    )),
+                    flush: true,
+                };
+                conn.begin_close(closing, CloseReason::Closed(GoodbyeReason::SlowConsumer));
+            }
+        }
+        result
+    }
+
+    /// Closes client `id` on purpose: its queued frames are written, then a
+    /// `Goodbye(reason)` with `detail`, then the connection closes within
+    /// `close_grace`.
+    pub fn close_client(
+        &self,
+        id: ClientId,
+        reason: GoodbyeReason,
+        detail: &str,
+    ) -> Result<(), SendError> {
+        let clients = self.inner.clients.borrow();
+        let conn = clients.get(&id).ok_or(SendError::NotConnected)?;
+        let closing = Closing {
+            goodbye: Some((reason, detail.to_owned())),
+            flush: true,
+        };
+        if conn.begin_close(closing, CloseReason::Closed(reason)) {
+            Ok(())
+        } else {
+            Err(SendError::NotConnected)
+        }
+    }
+
+    /// Number of live connections (clients and replicas).
+    pub fn connection_count(&self) -> usize {
+        self.inner.clients.borrow().len() + self.inner.replicas.borrow().len()
+    }
+
+    /// Metadata and counters of client `id`, if it is connected here.
+    pub fn client(&self, id: ClientId) -> Option<ConnectionSnapshot> {
+        self.inner.clients.borrow().get(&id).map(|c| snapshot(c))
+    }
+
+    /// Metadata and counters of every live connection.
+    pub fn connections(&self) -> Vec<ConnectionSnapshot> {
+        let clients = self.inner.clients.borrow();
+        let replicas = self.inner.replicas.borrow();
+        clients
+            .values()
+            .chain(replicas.values())
+            .map(|c| snapshot(c))
+            .collect()
+    }
+
+    /// A snapshot of the bus's counters.
+    pub fn stats(&self) -> BusStats {
+        let c = &self.inner.counters;
+        self.inner.intake.reap();
+        self.inner.connections.reap();
+        BusStats {
+            connections: self.connection_count(),
+            connections_total: c.connections_total.get(),
+            handshake_failures: c.handshake_failures.get(),
+            frames_in: c.frames_in.get(),
+            bytes_in: c.bytes_in.get(),
+            frames_out: c.frames_out.get(),
+            bytes_out: c.bytes_out.get(),
+            write_batches: c.write_batches.get(),
+            queue_full: c.queue_full.get(),
+            frames_dropped: c.frames_dropped.get(),
+            handler_panics: c.handler_panics.get(),
+            connection_panics: c.connection_panics.get(),
+            goodbyes_sent: std::array::from_fn(|i| c.goodbyes_sent[i].get()),
+            tasks: self.inner.intake.len() + self.inner.connections.len(),
+        }
+    }
+
+    /// Shuts the bus down gracefully, within `grace`:
+    ///
+    /// 1. stops accepting and abandons handshakes in progress;
+    /// 2. every connection writes the frames already queued, then
+    ///    `Goodbye(ShuttingDown)`, then closes its side (each bounded by
+    ///    `close_grace`), then waits up to `close_peer_timeout` for the peer
+    ///    to close;
+    /// 3. whatever is still running when `grace` runs out is cancelled.
+    ///
+    /// Afterwards no task of this bus is left. Sends fail with
+    /// `ShuttingDown` from the moment this is called.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the bus shutting down with its
+    /// connections closing on their own bounds; call again to wait and reap.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        let deadline = started + grace;
+        let inner = &self.inner;
+        if inner.state.get() == BusState::Running {
+            inner.state.set(BusState::ShuttingDown);
+        }
+        let mut report = ShutdownReport::default();
+        // Accept loops and handshakes in progress end here, by design.
+        inner.intake.cancel_all();
+        let conns = self.all_conns();
+        report.connections = conns.len();
+        for conn in &conns {
+            let closing = Closing {
+                goodbye: Some((GoodbyeReason::ShuttingDown, "node shutting down".into())),
+                flush: true,
+            };
+            conn.begin_close(closing, CloseReason::Closed(GoodbyeReason::ShuttingDown));
+        }
+        drop(conns);
+        if !inner.connections.wait_idle(deadline).await {
+            for conn in self.all_conns() {
+                conn.cancelled.set(true);
+            }
+            report.cancelled += inner.connections.cancel_all();
+        }
+        // Cancellation completes on compio's next turn; bound that wait too.
+        let settle = Instant::now() + Duration::from_millis(500);
+        inner.intake.wait_idle(settle).await;
+        inner.connections.wait_idle(settle).await;
+        report.tasks_left = inner.intake.len() + inner.connections.len();
+        inner.state.set(BusState::Stopped);
+        report.elapsed = started.elapsed();
+        report
+    }
+
+    fn all_conns(&self) -> Vec<Rc<Conn>> {
+        let clients = self.inner.clients.borrow();
+        let replicas = self.inner.replicas.borrow();
+        clients.values().chain(replicas.values()).cloned().collect()
+    }
+
+    /// Registers an established connection; `None` when shutting down.
+    pub(crate) fn register(&self, replica: Option<u8>, info: ConnectionInfo) -> Option<Rc<Conn>> {
+        if self.is_shutting_down() {
+            return None;
+        }
+        let capacity = self.inner.config.queue_capacity_frames;
+        let conn = match replica {
+            None => {
+                let id = self.inner.minter.mint();
+                let conn = Rc::new(Conn::new(Peer::Client(id), info, capacity));
+                self.inner.clients.borrow_mut().insert(id, conn.clone());
+                conn
+            }
+            Some(r) => {
+                let conn = Rc::new(Conn::new(Peer::Replica(r), info, capacity));
+                let old = self.inner.replicas.borrow_mut().insert(r, conn.clone());
+                if let Some(old) = old {
+                    // A newer connection to the same replica replaces the old one.
+                    old.begin_close(
+                        Closing {
+                            goodbye: Some((GoodbyeReason::Normal, "replaced".into())),
+                            flush: true,
+                        },
+                        CloseReason::Closed(GoodbyeReason::Normal),
+                    );
+                }
+                conn
+            }
+        };
+        bump(&self.inner.counters.connections_total, 1);
+        Some(conn)
+    }
+
+    /// Evicts the connection's slot (if still its own) and fires the lost
+    /// callback once. Runs from a drop guard, so it never panics.
+    pub(crate) fn connection_ended(&self, conn: &Rc<Conn>) {
+        match conn.peer {
+            Peer::Client(id) => {
+                if let Ok(mut clients) = self.inner.clients.try_borrow_mut()
+                    && clients.get(&id).is_some_and(|c| Rc::ptr_eq(c, conn))
+                {
+                    clients.remove(&id);
+                }
+            }
+            Peer::Replica(r) => {
+                if let Ok(mut replicas) = self.inner.replicas.try_borrow_mut()
+                    && replicas.get(&r).is_some_and(|c| Rc::ptr_eq(c, conn))
+                {
+                    replicas.remove(&r);
+                }
+            }
+        }
+        let dropped = conn.clear_queue();
+        bump(&self.inner.counters.frames_dropped, dropped as u64);
+        let reason = conn.final_cause();
+        if reason == CloseReason::Panicked {
+            bump(&self.inner.counters.connection_panics, 1);
+            tracing::error!(peer = ?conn.peer, "connection task panicked; connection closed");
+        }
+        if conn.claim_lost_callback() {
+            let handler = self.inner.handler.clone();
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.on_connection_lost(self, conn.peer, &reason);
+            }));
+            if called.is_err() {
+                bump(&self.inner.counters.handler_panics, 1);
+                tracing::error!(peer = ?conn.peer, "on_connection_lost panicked");
+            }
+        }
+    }
+}
+
+fn snapshot(conn: &Conn) -> ConnectionSnapshot {
+    ConnectionSnapshot {
+        peer: conn.peer,
+        info: conn.info.clone(),
+        stats: conn.stats(),
+        closing: !conn.is_open(),
+    }
+}

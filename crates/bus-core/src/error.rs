@@ -1,0 +1,78 @@
+//! The crate's error types, and what the peer sees for each.
+//!
+//! - [`Error`]: everything a connection or the bus can fail with.
+//! - [`SendError`]: the answer of a send that did not enqueue (spec §6); it is
+//!   separate because sends are on the hot path and must stay `Copy`.
+//!
+//! Frame rule violations are [`FrameError`](crate::FrameError); their one
+//! mapping to a Goodbye reason is `FrameError::goodbye_reason`.
+
+use std::time::Duration;
+
+use crate::{
+    config::ConfigError,
+    goodbye::{Goodbye, GoodbyeReason},
+    header::FrameError,
+};
+
+/// Errors of connections and of the bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A received frame broke a rule of spec §1.
+    #[error("protocol violation: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer closed the stream between two frames.
+    #[error("connection closed by peer")]
+    Closed,
+    /// The peer said `Goodbye`.
+    #[error("peer said goodbye: {} ({})", .0.reason, .0.detail)]
+    Goodbye(Goodbye),
+    /// The transport handshake did not finish within `handshake_grace`.
+    #[error("handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The transport handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The bus is shutting down and takes no new work.
+    #[error("the bus is shutting down")]
+    ShuttingDown,
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl Error {
+    /// The Goodbye reason to send the peer when this error ends a
+    /// connection, if the peer is to be told at all.
+    pub fn goodbye_reason(&self) -> Option<GoodbyeReason> {
+        match self {
+            Self::Frame(e) => Some(e.goodbye_reason()),
+            Self::ShuttingDown => Some(GoodbyeReason::ShuttingDown),
+            Self::HandshakeTimeout(_) | Self::Handshake(_) => Some(GoodbyeReason::HandshakeFailed),
+            Self::Io(_) | Self::Closed | Self::Goodbye(_) | Self::Config(_) => None,
+        }
+    }
+}
+
+/// Why a send did not enqueue its frame (spec §6). Sends never wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection's outbound queue is full.
+    #[error("outbound queue full")]
+    QueueFull,
+    /// No live connection has this id (never had one, or it is closing).
+    #[error("not connected")]
+    NotConnected,
+    /// The bus is shutting down.
+    #[error("bus is shutting down")]
+    ShuttingDown,
+    /// The frame was for a connection on another shard, and that shard's
+    /// inbox is full.
+    #[error("destination shard's inbox is full")]
+    InboxFull,
+}

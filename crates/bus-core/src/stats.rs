@@ -1,0 +1,119 @@
+//! Counters. Plain `Cell`s on the owning shard (no atomics, no locks on the
+//! hot path), read through `Copy` snapshots.
+
+use std::cell::Cell;
+
+use crate::goodbye::GoodbyeReason;
+
+/// Number of Goodbye reasons with a slot in [`BusStats::goodbyes_sent`].
+pub const GOODBYE_REASONS: usize = 10;
+
+/// A snapshot of one connection's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Frames received.
+    pub frames_in: u64,
+    /// Bytes received (whole frames).
+    pub bytes_in: u64,
+    /// Frames written to the socket.
+    pub frames_out: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Writes issued; `frames_out / write_batches` is the average batch.
+    pub write_batches: u64,
+    /// Sends refused with `QueueFull`.
+    pub queue_full: u64,
+    /// Frames waiting in the outbound queue right now.
+    pub queue_depth: usize,
+}
+
+/// A snapshot of a bus's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Live connections (clients and replicas).
+    pub connections: usize,
+    /// Connections accepted or installed since start.
+    pub connections_total: u64,
+    /// Connections whose handshake failed or timed out.
+    pub handshake_failures: u64,
+    /// Frames received on all connections.
+    pub frames_in: u64,
+    /// Bytes received on all connections.
+    pub bytes_in: u64,
+    /// Frames written on all connections.
+    pub frames_out: u64,
+    /// Bytes written on all connections.
+    pub bytes_out: u64,
+    /// Writes issued on all connections.
+    pub write_batches: u64,
+    /// Sends refused with `QueueFull`.
+    pub queue_full: u64,
+    /// Frames dropped from queues of connections that closed without
+    /// flushing (the peer vanished or said Goodbye first).
+    pub frames_dropped: u64,
+    /// Handler calls that panicked.
+    pub handler_panics: u64,
+    /// Connection tasks that panicked outside the handler (writer, transport).
+    pub connection_panics: u64,
+    /// Goodbyes sent, indexed by reason code 0..=9.
+    pub goodbyes_sent: [u64; GOODBYE_REASONS],
+    /// Live background tasks of this bus.
+    pub tasks: usize,
+}
+
+impl BusStats {
+    /// Average frames per write, or 0 before the first write.
+    #[allow(clippy::cast_precision_loss, reason = "a ratio for humans")]
+    pub fn average_batch(&self) -> f64 {
+        if self.write_batches == 0 {
+            0.0
+        } else {
+            self.frames_out as f64 / self.write_batches as f64
+        }
+    }
+}
+
+pub(crate) fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get().wrapping_add(by));
+}
+
+/// Per-connection counters, owned by the connection.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    pub(crate) frames_in: Cell<u64>,
+    pub(crate) bytes_in: Cell<u64>,
+    pub(crate) frames_out: Cell<u64>,
+    pub(crate) bytes_out: Cell<u64>,
+    pub(crate) write_batches: Cell<u64>,
+    pub(crate) queue_full: Cell<u64>,
+}
+
+/// Bus-wide counters, owned by the bus.
+#[derive(Debug, Default)]
+pub(crate) struct BusCounters {
+    pub(crate) connections_total: Cell<u64>,
+    pub(crate) handshake_failures: Cell<u64>,
+    pub(crate) frames_in: Cell<u64>,
+    pub(crate) bytes_in: Cell<u64>,
+    pub(crate) frames_out: Cell<u64>,
+    pub(crate) bytes_out: Cell<u64>,
+    pub(crate) write_batches: Cell<u64>,
+    pub(crate) queue_full: Cell<u64>,
+    pub(crate) frames_dropped: Cell<u64>,
+    pub(crate) handler_panics: Cell<u64>,
+    pub(crate) connection_panics: Cell<u64>,
+    pub(crate) goodbyes_sent: [Cell<u64>; GOODBYE_REASONS],
+}
+
+impl BusCounters {
+    pub(crate) fn goodbye_sent(&self, reason: GoodbyeReason) {
+        if let Some(cell) = usize::try_from(reason.code())
+            .ok()
+            .and_then(|i| self.goodbyes_sent.get(i))
+        {
+            bump(cell, 1);
+        }
+    }
+}
