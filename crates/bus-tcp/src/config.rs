@@ -23,7 +23,11 @@ pub struct TcpListenerConfig {
 impl TcpListenerConfig {
     /// Settings for `listen` with every other field at its default.
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, backlog: DEFAULT_BACKLOG, nodelay: true }
+        Self {
+            listen,
+            backlog: DEFAULT_BACKLOG,
+            nodelay: true,
+        }
     }
 }
 
@@ -39,6 +43,9 @@ pub struct TcpConnectorConfig {
 
 impl Default for TcpConnectorConfig {
     fn default() -> Self {
-        Self { connect_timeout: DEFAULT_CONNECT_TIMEOUT, nodelay: true }
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            nodelay: true,
+        }
     }
 }
