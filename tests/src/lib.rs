@@ -1,1 +1,89 @@
-//! Shared helpers for the integration scenarios.
+//! Shared helpers for the integration scenarios: a recording handler, raw
+//! clients per transport, frame builders, and the scenarios themselves,
+//! written once and instantiated per transport with [`transport_suite!`].
+//!
+//! Every await that could hang is bounded by [`STEP`]; nothing here sleeps
+//! to synchronise.
+
+pub mod client;
+pub mod frames;
+pub mod recorder;
+pub mod scenarios;
+pub mod transport;
+
+use std::{future::Future, time::Duration};
+
+/// Bound on any single step of a test (a connect, a frame, an event).
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than
+/// [`STEP`].
+///
+/// # Panics
+/// When the step times out.
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match compio::runtime::time::timeout(STEP, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
+    }
+}
+
+/// Lets every other ready task of this runtime run once.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Instantiates every transport-independent scenario of
+/// [`scenarios`] as a `#[compio::test]` for one transport.
+#[macro_export]
+macro_rules! transport_suite {
+    ($transport:ty) => {
+        $crate::transport_suite!(@tests $transport;
+            round_trip_256_bytes,
+            round_trip_64_kib,
+            round_trip_1_mib,
+            pipelined_10000_frames_arrive_once_in_order_and_batched,
+            oversize_frame_gets_frame_too_large_then_close,
+            undersize_frame_gets_malformed_then_close,
+            wrong_protocol_gets_malformed_then_close,
+            command_zero_gets_malformed_then_close,
+            reserved_commands_get_malformed_then_close,
+            bad_header_seal_gets_checksum_mismatch_then_close,
+            bad_body_seal_gets_checksum_mismatch_then_close,
+            replica_command_from_client_gets_protocol_violation,
+            unsealed_frames_are_accepted,
+            nothing_after_a_bad_frame_reaches_the_handler,
+            ping_is_answered_with_pong_and_never_reaches_the_handler,
+            peer_goodbye_closes_the_connection,
+            peer_vanishing_mid_frame_delivers_nothing,
+            slow_peer_gets_queue_full_without_blocking_other_peers,
+            slow_consumer_policy_disconnect_sends_goodbye,
+            handler_panic_closes_only_its_connection,
+            writer_panic_closes_only_its_connection,
+            shutdown_flushes_queued_frames_before_goodbye,
+            shutdown_is_bounded_by_a_peer_that_never_reads,
+            connection_metadata_is_visible,
+            broadcast_reaches_every_client_with_one_allocation,
+            close_client_sends_goodbye_evicted,
+            idle_timeout_closes_silent_connection,
+        );
+    };
+    (@tests $transport:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[compio::test]
+            async fn $name() {
+                $crate::scenarios::$name::<$transport>().await;
+            }
+        )*
+    };
+}

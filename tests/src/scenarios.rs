@@ -1,0 +1,692 @@
+//! Behaviours of the bus, each written once and run per transport through
+//! [`crate::transport_suite!`]. Names say the behaviour.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bus_core::{
+    Bus, BusConfig, CloseReason, Command, FrameMut, GoodbyeReason, Header, Peer, SendError,
+    SlowConsumerPolicy, transport::Listener,
+};
+
+use crate::{
+    client::RawClient,
+    frames::{ECHO, ECHO_REPLY, PANIC_HANDLER, RECORD, app, app_mut, assert_pattern},
+    recorder::{Event, Events, Recorder},
+    transport::{PANIC_WRITER_COMMAND, PanicListener, TestTransport},
+    within, yield_now,
+};
+
+/// A bus serving one listener, with a recording handler.
+#[derive(Debug)]
+pub struct Node {
+    /// The bus.
+    pub bus: Bus,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What its handler saw.
+    pub events: Events,
+}
+
+/// The configuration scenarios start from: short close bounds so failures
+/// show quickly, everything else at its default.
+pub fn test_config() -> BusConfig {
+    let mut config = BusConfig::default();
+    config.close_grace = Duration::from_secs(2);
+    config.close_peer_timeout = Duration::from_secs(1);
+    config.handshake_grace = Duration::from_secs(5);
+    config.max_message_size_bytes = 2 << 20;
+    config
+}
+
+/// Starts a node on `listener`.
+///
+/// # Panics
+/// If the bus refuses the config or the listener.
+pub fn start_on<L: Listener>(listener: L, config: BusConfig) -> Node {
+    let (recorder, events) = Recorder::new();
+    let bus = Bus::new(config, recorder).expect("valid config");
+    let addr = listener.local_addr().expect("local addr");
+    bus.serve(listener).expect("serve");
+    Node { bus, addr, events }
+}
+
+/// Starts a node on a fresh listener of transport `T`.
+pub async fn start<T: TestTransport>(config: BusConfig) -> Node {
+    start_on(T::listen().await, config)
+}
+
+/// Connects a client and waits until the bus has registered it.
+pub async fn connect<T: TestTransport>(node: &Node) -> (T::Client, Peer) {
+    let client = T::connect(node.addr).await;
+    let peer = node.events.connected().await;
+    (client, peer)
+}
+
+fn client_id(peer: Peer) -> bus_core::ClientId {
+    match peer {
+        Peer::Client(id) => id,
+        Peer::Replica(r) => panic!("expected a client, got replica {r}"),
+    }
+}
+
+/// Shuts the node down and checks nothing is left running.
+pub async fn stop(node: &Node) {
+    let report = within("shutdown", node.bus.shutdown(Duration::from_secs(5))).await;
+    assert_eq!(report.tasks_left, 0, "{report:?}");
+    assert_eq!(node.bus.stats().tasks, 0);
+}
+
+async fn echo_round_trip<C: RawClient>(client: &mut C, request: u64, body_len: usize) {
+    client.send(&app(ECHO, request, body_len)).await;
+    let reply = client.recv_frame().await;
+    let header = reply.header();
+    assert_eq!(header.command_raw(), ECHO_REPLY);
+    assert_eq!(header.request(), request);
+    assert!(header.is_sealed(), "replies are sealed");
+    assert_pattern(reply.body(), request, body_len);
+}
+
+async fn round_trip<T: TestTransport>(frame_size: usize) {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let body_len = frame_size - Header::zeroed().as_bytes().len();
+    echo_round_trip(&mut client, 7, body_len).await;
+    let (from, seen) = node.events.frame().await;
+    assert_eq!(from, peer);
+    assert_eq!(seen.len(), frame_size);
+    assert_eq!(
+        seen.header().client(),
+        client_id(peer).as_raw(),
+        "client id stamped (spec §5)"
+    );
+    stop(&node).await;
+}
+
+/// A 256-byte frame (header only) goes through the handler and back.
+pub async fn round_trip_256_bytes<T: TestTransport>() {
+    round_trip::<T>(256).await;
+}
+
+/// A 64 KiB frame goes through the handler and back, body intact.
+pub async fn round_trip_64_kib<T: TestTransport>() {
+    round_trip::<T>(64 << 10).await;
+}
+
+/// A 1 MiB frame goes through the handler and back, body intact.
+pub async fn round_trip_1_mib<T: TestTransport>() {
+    round_trip::<T>(1 << 20).await;
+}
+
+/// 10 000 frames sent back to back are handled once each, in order, and
+/// their replies come back complete and in order, written in batches.
+pub async fn pipelined_10000_frames_arrive_once_in_order_and_batched<T: TestTransport>() {
+    const N: u64 = 10_000;
+    const BODY: usize = 64;
+    let mut config = test_config();
+    // Every reply fits in the queue even if the client reads only after
+    // sending everything.
+    config.queue_capacity_frames = 16_384;
+    let node = start::<T>(config).await;
+    let (mut client, _peer) = connect::<T>(&node).await;
+    if T::STREAM {
+        let mut wire = Vec::with_capacity(usize::try_from(N).expect("fits") * (256 + BODY));
+        for request in 1..=N {
+            wire.extend_from_slice(app(ECHO, request, BODY).as_bytes());
+        }
+        client.send_raw(&wire).await;
+    } else {
+        for request in 1..=N {
+            client.send(&app(ECHO, request, BODY)).await;
+        }
+    }
+    for request in 1..=N {
+        let reply = client.recv_frame().await;
+        assert_eq!(
+            reply.header().request(),
+            request,
+            "replies in order, none missing or doubled"
+        );
+        assert_pattern(reply.body(), request, BODY);
+    }
+    for request in 1..=N {
+        let (_, frame) = node.events.frame().await;
+        assert_eq!(
+            frame.header().request(),
+            request,
+            "handler sees each frame once, in order"
+        );
+    }
+    let stats = node.bus.stats();
+    assert_eq!(stats.frames_in, N);
+    assert_eq!(stats.frames_out, N);
+    assert!(stats.average_batch() > 1.0, "writer batches: {stats:?}");
+    stop(&node).await;
+}
+
+/// Sends `bytes` and expects `Goodbye(reason)`, a close, no delivery and a
+/// lost callback naming the violation.
+async fn expect_violation<T: TestTransport>(bytes: &[u8], reason: GoodbyeReason) {
+    let mut config = test_config();
+    config.max_message_size_bytes = 1 << 20;
+    let node = start::<T>(config).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    client.send_raw(bytes).await;
+    client.expect_goodbye_then_close(reason).await;
+    client.close().await;
+    let lost = node.events.lost(peer).await;
+    assert_eq!(lost, CloseReason::ProtocolViolation(reason));
+    assert_eq!(node.events.lost_count(peer), 1);
+    assert!(
+        node.events
+            .drain_now()
+            .iter()
+            .all(|e| !matches!(e, Event::Frame(..))),
+        "nothing reaches the handler"
+    );
+    assert_eq!(node.bus.stats().goodbyes_sent[reason.code() as usize], 1);
+    stop(&node).await;
+}
+
+fn header_bytes(edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let mut frame = app_mut(RECORD, 1, 0);
+    edit(frame.header_mut());
+    frame.as_bytes().to_vec()
+}
+
+/// `size` above `max_message_size` → `Goodbye(FrameTooLarge)`, close.
+pub async fn oversize_frame_gets_frame_too_large_then_close<T: TestTransport>() {
+    let bytes = header_bytes(|h| h.set_size((1 << 20) + 1));
+    expect_violation::<T>(&bytes, GoodbyeReason::FrameTooLarge).await;
+}
+
+/// `size` below 256 → `Goodbye(MalformedFrame)`, close.
+pub async fn undersize_frame_gets_malformed_then_close<T: TestTransport>() {
+    let bytes = header_bytes(|h| h.set_size(255));
+    expect_violation::<T>(&bytes, GoodbyeReason::MalformedFrame).await;
+}
+
+/// `protocol != 1` → `Goodbye(MalformedFrame)`, close.
+pub async fn wrong_protocol_gets_malformed_then_close<T: TestTransport>() {
+    let bytes = header_bytes(|h| h.set_protocol(2));
+    expect_violation::<T>(&bytes, GoodbyeReason::MalformedFrame).await;
+}
+
+/// Command 0 → `Goodbye(MalformedFrame)`, close.
+pub async fn command_zero_gets_malformed_then_close<T: TestTransport>() {
+    let bytes = header_bytes(|h| h.set_command(Command::Invalid));
+    expect_violation::<T>(&bytes, GoodbyeReason::MalformedFrame).await;
+}
+
+/// Commands 7 and 15 (reserved) → `Goodbye(MalformedFrame)`, close.
+pub async fn reserved_commands_get_malformed_then_close<T: TestTransport>() {
+    for command in [7, 11, 15] {
+        let bytes = header_bytes(|h| h.set_command(Command::from_u8(command)));
+        expect_violation::<T>(&bytes, GoodbyeReason::MalformedFrame).await;
+    }
+}
+
+/// A sealed frame whose header was changed after sealing →
+/// `Goodbye(ChecksumMismatch)`, close.
+pub async fn bad_header_seal_gets_checksum_mismatch_then_close<T: TestTransport>() {
+    let mut frame = app_mut(RECORD, 1, 100);
+    frame.seal();
+    frame.header_mut().set_view(99);
+    expect_violation::<T>(frame.as_bytes(), GoodbyeReason::ChecksumMismatch).await;
+}
+
+/// A sealed frame whose body was changed after sealing →
+/// `Goodbye(ChecksumMismatch)`, close.
+pub async fn bad_body_seal_gets_checksum_mismatch_then_close<T: TestTransport>() {
+    let mut frame = app_mut(RECORD, 1, 100);
+    frame.seal();
+    frame.body_mut()[50] ^= 0xFF;
+    expect_violation::<T>(frame.as_bytes(), GoodbyeReason::ChecksumMismatch).await;
+}
+
+/// A replica-handshake command on a client connection →
+/// `Goodbye(ProtocolViolation)`, close.
+pub async fn replica_command_from_client_gets_protocol_violation<T: TestTransport>() {
+    let bytes = header_bytes(|h| h.set_command(Command::ReplicaHello));
+    expect_violation::<T>(&bytes, GoodbyeReason::ProtocolViolation).await;
+}
+
+/// A frame with `checksum == 0` is accepted on the client plane.
+pub async fn unsealed_frames_are_accepted<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, _) = connect::<T>(&node).await;
+    let unsealed = app_mut(ECHO, 5, 300).freeze();
+    assert!(!unsealed.header().is_sealed());
+    client.send(&unsealed).await;
+    let reply = client.recv_frame().await;
+    assert_eq!(reply.header().request(), 5);
+    assert_pattern(reply.body(), 5, 300);
+    stop(&node).await;
+}
+
+/// good, bad, good in one write: the handler sees only the first.
+pub async fn nothing_after_a_bad_frame_reaches_the_handler<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let mut bad = app_mut(RECORD, 2, 10);
+    bad.seal();
+    bad.body_mut()[0] ^= 1;
+    if T::STREAM {
+        let mut wire = app(RECORD, 1, 10).as_bytes().to_vec();
+        wire.extend_from_slice(bad.as_bytes());
+        wire.extend_from_slice(app(RECORD, 3, 10).as_bytes());
+        client.send_raw(&wire).await;
+    } else {
+        client.send(&app(RECORD, 1, 10)).await;
+        client.send_raw(bad.as_bytes()).await;
+        client.send(&app(RECORD, 3, 10)).await;
+    }
+    client
+        .expect_goodbye_then_close(GoodbyeReason::ChecksumMismatch)
+        .await;
+    client.close().await;
+    let mut delivered = Vec::new();
+    loop {
+        match node.events.next().await {
+            Event::Frame(_, f) => delivered.push(f.header().request()),
+            Event::Lost(p, _) if p == peer => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        delivered,
+        vec![1],
+        "only the frame before the bad one is delivered"
+    );
+    stop(&node).await;
+}
+
+/// `Ping` → `Pong` with the same `request` and `command_area`; the handler
+/// never sees it.
+pub async fn ping_is_answered_with_pong_and_never_reaches_the_handler<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, _) = connect::<T>(&node).await;
+    let mut ping = FrameMut::new(Command::Ping, 0);
+    ping.header_mut().set_request(0xDEAD_BEEF);
+    for (i, b) in ping.header_mut().command_area_mut().iter_mut().enumerate() {
+        *b = u8::try_from(i).expect("< 128");
+    }
+    ping.seal();
+    let ping = ping.freeze();
+    client.send(&ping).await;
+    let pong = client.recv_frame().await;
+    assert_eq!(pong.header().command(), Command::Pong);
+    assert_eq!(pong.header().request(), 0xDEAD_BEEF);
+    assert_eq!(pong.header().command_area(), ping.header().command_area());
+    client.send(&app(RECORD, 9, 0)).await;
+    let (_, first) = node.events.frame().await;
+    assert_eq!(first.header().request(), 9, "the Ping was not delivered");
+    stop(&node).await;
+}
+
+/// A client's `Goodbye` closes the connection without a Goodbye back.
+pub async fn peer_goodbye_closes_the_connection<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    client
+        .send(&bus_core::Goodbye::frame(GoodbyeReason::Normal, "bye"))
+        .await;
+    client.expect_closed().await;
+    match node.events.lost(peer).await {
+        CloseReason::PeerGoodbye(g) => {
+            assert_eq!(g.reason, GoodbyeReason::Normal);
+            assert_eq!(g.detail, "bye");
+        }
+        other => panic!("expected PeerGoodbye, got {other:?}"),
+    }
+    stop(&node).await;
+}
+
+/// A peer that disconnects in the middle of a frame causes no delivery and
+/// no panic, and the bus keeps serving others.
+pub async fn peer_vanishing_mid_frame_delivers_nothing<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let frame = app(RECORD, 1, 1000);
+    if T::STREAM {
+        client.send_raw(&frame.as_bytes()[..300]).await;
+    }
+    drop(client);
+    let lost = node.events.lost(peer).await;
+    assert!(
+        matches!(lost, CloseReason::Io(_) | CloseReason::PeerClosed),
+        "{lost:?}"
+    );
+    let (mut other, _) = connect::<T>(&node).await;
+    echo_round_trip(&mut other, 2, 10).await;
+    let stats = node.bus.stats();
+    assert_eq!(stats.handler_panics + stats.connection_panics, 0);
+    let (_, only) = node.events.frame().await;
+    assert_eq!(
+        only.header().request(),
+        2,
+        "the partial frame was never delivered"
+    );
+    stop(&node).await;
+}
+
+/// Sending to a peer that never reads: `QueueFull` within a bounded number
+/// of calls, no call ever waits, and another peer's traffic keeps flowing.
+pub async fn slow_peer_gets_queue_full_without_blocking_other_peers<T: TestTransport>() {
+    let mut config = test_config();
+    config.queue_capacity_frames = 8;
+    let node = start::<T>(config).await;
+    let (_slow, slow_peer) = connect::<T>(&node).await;
+    let (mut fast, _) = connect::<T>(&node).await;
+    let slow = client_id(slow_peer);
+    let big = app(RECORD, 0, 64 << 10);
+    // Loopback socket buffers hold a few MiB; 10 000 × 64 KiB is far more.
+    let mut full_after = None;
+    for i in 0..10_000 {
+        match node.bus.send_to_client(slow, big.clone()) {
+            Ok(()) => {}
+            Err(SendError::QueueFull) => {
+                full_after = Some(i);
+                break;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+        if i % 8 == 7 {
+            yield_now().await; // let the writer push into the socket
+        }
+    }
+    let full_after = full_after.expect("QueueFull within 10 000 sends");
+    assert!(full_after >= 8, "the queue itself holds 8 frames");
+    for request in 1..=20 {
+        echo_round_trip(&mut fast, request, 1000).await;
+    }
+    let conn = node
+        .bus
+        .client(slow)
+        .expect("slow peer still connected (policy Keep)");
+    assert!(conn.stats.queue_full >= 1);
+    assert!(node.bus.stats().queue_full >= 1);
+    stop(&node).await;
+}
+
+/// With the `Disconnect` policy a full queue closes the connection with
+/// `Goodbye(SlowConsumer)` after the frames already queued.
+pub async fn slow_consumer_policy_disconnect_sends_goodbye<T: TestTransport>() {
+    let mut config = test_config();
+    config.queue_capacity_frames = 4;
+    config.slow_consumer = SlowConsumerPolicy::Disconnect;
+    config.close_grace = Duration::from_secs(8);
+    let node = start::<T>(config).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let id = client_id(peer);
+    let mut sent = 0;
+    loop {
+        match node.bus.send_to_client(id, app(RECORD, sent + 1, 0)) {
+            Ok(()) => sent += 1,
+            Err(SendError::QueueFull) => break,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(sent, 4);
+    assert_eq!(
+        node.bus.send_to_client(id, app(RECORD, 99, 0)),
+        Err(SendError::NotConnected)
+    );
+    for request in 1..=sent {
+        assert_eq!(client.recv_frame().await.header().request(), request);
+    }
+    client
+        .expect_goodbye_then_close(GoodbyeReason::SlowConsumer)
+        .await;
+    client.close().await;
+    assert_eq!(
+        node.events.lost(peer).await,
+        CloseReason::Closed(GoodbyeReason::SlowConsumer)
+    );
+    stop(&node).await;
+}
+
+/// A handler panic closes that connection only; the lost callback fires
+/// once; other connections keep working.
+pub async fn handler_panic_closes_only_its_connection<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut victim, victim_peer) = connect::<T>(&node).await;
+    let (mut other, _) = connect::<T>(&node).await;
+    victim.send(&app(PANIC_HANDLER, 1, 0)).await;
+    victim.expect_closed().await;
+    assert_eq!(
+        node.events.lost(victim_peer).await,
+        CloseReason::HandlerPanicked
+    );
+    echo_round_trip(&mut other, 5, 100).await;
+    assert_eq!(node.events.lost_count(victim_peer), 1);
+    assert!(
+        node.bus.client(client_id(victim_peer)).is_none(),
+        "slot evicted"
+    );
+    assert_eq!(node.bus.stats().handler_panics, 1);
+    stop(&node).await;
+    assert_eq!(
+        node.events.lost_count(victim_peer),
+        1,
+        "still once after shutdown"
+    );
+}
+
+/// A writer panic closes that connection only; the lost callback fires
+/// once; other connections keep working.
+pub async fn writer_panic_closes_only_its_connection<T: TestTransport>() {
+    let node = start_on(PanicListener(T::listen().await), test_config());
+    let (mut victim, victim_peer) = connect::<T>(&node).await;
+    let (mut other, _) = connect::<T>(&node).await;
+    node.bus
+        .send_to_client(client_id(victim_peer), app(PANIC_WRITER_COMMAND, 1, 0))
+        .expect("queued");
+    assert_eq!(node.events.lost(victim_peer).await, CloseReason::Panicked);
+    victim.expect_closed().await;
+    echo_round_trip(&mut other, 5, 100).await;
+    assert_eq!(node.events.lost_count(victim_peer), 1);
+    assert!(
+        node.bus.client(client_id(victim_peer)).is_none(),
+        "slot evicted"
+    );
+    assert_eq!(node.bus.stats().connection_panics, 1);
+    stop(&node).await;
+    assert_eq!(
+        node.events.lost_count(victim_peer),
+        1,
+        "still once after shutdown"
+    );
+}
+
+/// Frames queued before shutdown arrive before `Goodbye(ShuttingDown)`,
+/// then the connection ends, and no task is left.
+pub async fn shutdown_flushes_queued_frames_before_goodbye<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let id = client_id(peer);
+    for request in 1..=5 {
+        node.bus
+            .send_to_client(id, app(RECORD, request, 1000))
+            .expect("queued");
+    }
+    let shutdown = node.bus.shutdown(Duration::from_secs(5));
+    let read = async {
+        for request in 1..=5 {
+            let frame = client.recv_frame().await;
+            assert_eq!(frame.header().request(), request);
+            assert_pattern(frame.body(), request, 1000);
+        }
+        client
+            .expect_goodbye_then_close(GoodbyeReason::ShuttingDown)
+            .await;
+        client.close().await;
+    };
+    let (report, ()) = within("shutdown", futures_util::future::join(shutdown, read)).await;
+    assert_eq!(report.connections, 1);
+    assert_eq!(report.cancelled, 0, "{report:?}");
+    assert_eq!(report.tasks_left, 0);
+    assert_eq!(node.bus.stats().tasks, 0);
+    assert_eq!(
+        node.events.lost(peer).await,
+        CloseReason::Closed(GoodbyeReason::ShuttingDown)
+    );
+    assert_eq!(
+        node.bus.send_to_client(id, app(RECORD, 6, 0)),
+        Err(SendError::ShuttingDown)
+    );
+    let refused = within(
+        "connect after shutdown",
+        compio::net::TcpStream::connect(node.addr),
+    )
+    .await;
+    assert!(refused.is_err(), "the listener is closed after shutdown");
+}
+
+/// A peer that never reads cannot stretch shutdown past its grace period.
+pub async fn shutdown_is_bounded_by_a_peer_that_never_reads<T: TestTransport>() {
+    let mut config = test_config();
+    config.queue_capacity_frames = 64;
+    config.close_grace = Duration::from_secs(30);
+    config.close_peer_timeout = Duration::from_secs(30);
+    let node = start::<T>(config).await;
+    let (_stuck, peer) = connect::<T>(&node).await;
+    let id = client_id(peer);
+    let big = app(RECORD, 0, 64 << 10);
+    for i in 0..10_000 {
+        if node.bus.send_to_client(id, big.clone()).is_err() {
+            break;
+        }
+        if i % 8 == 7 {
+            yield_now().await;
+        }
+    }
+    let grace = Duration::from_millis(500);
+    let report = within("shutdown", node.bus.shutdown(grace)).await;
+    assert!(
+        report.elapsed < grace + Duration::from_secs(2),
+        "{report:?}"
+    );
+    assert!(report.cancelled >= 1, "{report:?}");
+    assert_eq!(report.tasks_left, 0);
+    assert_eq!(node.bus.stats().tasks, 0);
+    assert_eq!(node.events.lost(peer).await, CloseReason::Cancelled);
+    assert_eq!(node.events.lost_count(peer), 1);
+}
+
+/// A transport-level connection that never completes its handshake is
+/// dropped after `handshake_grace` while another client is served. (For
+/// transports with a handshake.)
+pub async fn silent_peer_is_dropped_after_handshake_grace<T: TestTransport>() {
+    let mut config = test_config();
+    config.handshake_grace = Duration::from_millis(300);
+    let node = start::<T>(config).await;
+    let mut silent = T::connect_silent(node.addr).await;
+    let (mut client, _) = connect::<T>(&node).await;
+    echo_round_trip(&mut client, 1, 10).await;
+    crate::client::drain_tcp(&mut silent).await;
+    assert_eq!(node.bus.stats().handshake_failures, 1);
+    assert_eq!(node.bus.stats().connections, 1);
+    stop(&node).await;
+}
+
+/// Per-connection metadata: transport, peer address, connected-since,
+/// frames and bytes in and out.
+pub async fn connection_metadata_is_visible<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let before = std::time::SystemTime::now();
+    let (mut client, peer) = connect::<T>(&node).await;
+    echo_round_trip(&mut client, 1, 100).await;
+    let snap = node.bus.client(client_id(peer)).expect("connected");
+    assert_eq!(snap.peer, peer);
+    assert_eq!(snap.info.transport, T::KIND);
+    assert!(snap.info.peer_addr.ip().is_loopback());
+    assert_ne!(snap.info.peer_addr.port(), 0);
+    assert!(snap.info.connected_since + Duration::from_secs(1) >= before);
+    assert_eq!(snap.stats.frames_in, 1);
+    assert_eq!(snap.stats.bytes_in, 356);
+    assert_eq!(snap.stats.frames_out, 1);
+    assert_eq!(snap.stats.bytes_out, 356);
+    assert_eq!(node.bus.connections().len(), 1);
+    stop(&node).await;
+}
+
+/// A broadcast reaches every client; all queues share one allocation.
+pub async fn broadcast_reaches_every_client_with_one_allocation<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect::<T>(&node).await.0);
+    }
+    let frame = app(RECORD, 77, 5000);
+    let report = node.bus.broadcast(&frame);
+    assert_eq!(report.queued, 3);
+    assert_eq!(
+        frame.ref_count(),
+        4,
+        "three queued handles plus ours, one allocation"
+    );
+    for client in &mut clients {
+        let got = client.recv_frame().await;
+        assert_eq!(got.as_bytes(), frame.as_bytes());
+    }
+    stop(&node).await;
+}
+
+/// `close_client` sends `Goodbye(Evicted)` after queued frames, then closes.
+pub async fn close_client_sends_goodbye_evicted<T: TestTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let id = client_id(peer);
+    node.bus
+        .send_to_client(id, app(RECORD, 1, 10))
+        .expect("queued");
+    node.bus
+        .close_client(id, GoodbyeReason::Evicted, "test eviction")
+        .expect("closing");
+    assert_eq!(client.recv_frame().await.header().request(), 1);
+    let goodbye = client
+        .expect_goodbye_then_close(GoodbyeReason::Evicted)
+        .await;
+    assert_eq!(goodbye.detail, "test eviction");
+    client.close().await;
+    assert_eq!(
+        node.events.lost(peer).await,
+        CloseReason::Closed(GoodbyeReason::Evicted)
+    );
+    stop(&node).await;
+}
+
+/// With an idle timeout, a silent connection gets `Goodbye(IdleTimeout)`.
+pub async fn idle_timeout_closes_silent_connection<T: TestTransport>() {
+    let mut config = test_config();
+    config.idle_timeout = Some(Duration::from_millis(300));
+    let node = start::<T>(config).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    client
+        .expect_goodbye_then_close(GoodbyeReason::IdleTimeout)
+        .await;
+    client.close().await;
+    assert_eq!(
+        node.events.lost(peer).await,
+        CloseReason::Closed(GoodbyeReason::IdleTimeout)
+    );
+    stop(&node).await;
+}
+
+/// A frame written one byte at a time is delivered whole (stream
+/// transports).
+pub async fn frame_dribbled_one_byte_at_a_time_is_delivered_whole<T: TestTransport>() {
+    assert!(T::STREAM, "only for stream transports");
+    let node = start::<T>(test_config()).await;
+    let (mut client, _) = connect::<T>(&node).await;
+    let frame = app(ECHO, 3, 700);
+    for byte in frame.as_bytes() {
+        client.send_raw(std::slice::from_ref(byte)).await;
+    }
+    let reply = client.recv_frame().await;
+    assert_eq!(reply.header().request(), 3);
+    assert_pattern(reply.body(), 3, 700);
+    let (_, seen) = node.events.frame().await;
+    assert_eq!(seen.body(), frame.body());
+    stop(&node).await;
+}

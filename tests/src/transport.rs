@@ -1,0 +1,126 @@
+//! Transports as the scenarios see them: how to listen, how to connect a raw
+//! client, and a wrapper that makes any transport's writer panic on demand.
+#![allow(async_fn_in_trait, reason = "single-threaded test harness")]
+
+use std::{io, net::SocketAddr};
+
+use bus_core::{
+    DecodeLimits, Error, Frame, GoodbyeReason,
+    transport::{Connection, ConnectionInfo, FrameWriter, Listener, TransportKind},
+};
+use compio::BufResult;
+
+use crate::client::{RawClient, TcpClient};
+
+/// A frame with this command makes a [`PanicListener`] connection's writer
+/// panic.
+pub const PANIC_WRITER_COMMAND: u8 = 97;
+
+/// One transport under test.
+pub trait TestTransport: 'static {
+    /// The server side.
+    type Listener: Listener;
+    /// A raw client.
+    type Client: RawClient;
+    /// What connections report as their transport.
+    const KIND: TransportKind;
+    /// Whether the carriage is a byte stream, so a frame may be split
+    /// anywhere (TCP, TLS) rather than carried as one message (WS, QUIC).
+    const STREAM: bool;
+
+    /// A listener on `127.0.0.1:0`.
+    async fn listen() -> Self::Listener;
+
+    /// A raw client connected to `addr`, past any transport handshake.
+    async fn connect(addr: SocketAddr) -> Self::Client;
+
+    /// Opens a transport-level connection and sends nothing at all.
+    async fn connect_silent(addr: SocketAddr) -> compio::net::TcpStream {
+        crate::within("silent connect", compio::net::TcpStream::connect(addr))
+            .await
+            .expect("silent connect")
+    }
+}
+
+/// Plain TCP.
+#[derive(Debug)]
+pub struct Tcp;
+
+impl TestTransport for Tcp {
+    type Listener = bus_tcp::TcpListener;
+    type Client = TcpClient;
+    const KIND: TransportKind = TransportKind::Tcp;
+    const STREAM: bool = true;
+
+    async fn listen() -> Self::Listener {
+        let config = bus_tcp::TcpListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+        bus_tcp::TcpListener::bind(&config).expect("bind 127.0.0.1:0")
+    }
+
+    async fn connect(addr: SocketAddr) -> TcpClient {
+        TcpClient::connect(addr).await
+    }
+}
+
+/// Wraps a listener so that its connections' writers panic when asked to
+/// write a frame with command [`PANIC_WRITER_COMMAND`].
+#[derive(Debug)]
+pub struct PanicListener<L>(pub L);
+
+/// A connection of a [`PanicListener`].
+#[derive(Debug)]
+pub struct PanicConnection<C>(C);
+
+/// A writer that panics on [`PANIC_WRITER_COMMAND`].
+#[derive(Debug)]
+pub struct PanicWriter<W>(W);
+
+impl<L: Listener> Listener for PanicListener<L> {
+    type Connection = PanicConnection<L::Connection>;
+
+    async fn accept(&mut self) -> io::Result<Self::Connection> {
+        self.0.accept().await.map(PanicConnection)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl<C: Connection> Connection for PanicConnection<C> {
+    type Reader = C::Reader;
+    type Writer = PanicWriter<C::Writer>;
+
+    fn transport(&self) -> TransportKind {
+        self.0.transport()
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        self.0.peer_addr()
+    }
+
+    async fn establish(
+        self,
+        limits: DecodeLimits,
+        read_buffer_bytes: usize,
+    ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error> {
+        let (r, w, info) = self.0.establish(limits, read_buffer_bytes).await?;
+        Ok((r, PanicWriter(w), info))
+    }
+}
+
+impl<W: FrameWriter> FrameWriter for PanicWriter<W> {
+    async fn write_batch(&mut self, batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
+        assert!(
+            !batch
+                .iter()
+                .any(|f| f.header().command_raw() == PANIC_WRITER_COMMAND),
+            "test writer panics on command {PANIC_WRITER_COMMAND}"
+        );
+        self.0.write_batch(batch).await
+    }
+
+    async fn close(&mut self, reason: Option<GoodbyeReason>) -> io::Result<()> {
+        self.0.close(reason).await
+    }
+}
