@@ -1,6 +1,7 @@
-//! `cargo xtask test`: the test suite with cargo-nextest's `ci` profile
-//! (see `.config/nextest.toml`), then the doctests, which nextest does not
-//! run.
+//! `cargo xtask test`: the doctests, which nextest does not run, then the
+//! test suite with cargo-nextest's `ci` profile (see `.config/nextest.toml`).
+//! Standalone it runs the same as in `cargo xtask ci`; for a fail-fast local
+//! run use `cargo nextest run` directly (default profile).
 //!
 //! Without nextest it falls back to `cargo test`, which runs the doctests
 //! itself; `--skip stress_` there stands in for the profile's filter that
@@ -11,6 +12,14 @@ use crate::{Result, cmd};
 
 pub(crate) fn run() -> Result {
     if cmd::succeeds(&mut cmd::cargo(["nextest", "--version"])) {
+        // Doctests first, so the step ends on nextest's summary (how many
+        // tests ran and passed), the line a reader of the log looks for.
+        cmd::run(&mut cmd::cargo([
+            "test",
+            "--workspace",
+            "--all-features",
+            "--doc",
+        ]))?;
         cmd::run(&mut cmd::cargo([
             "nextest",
             "run",
@@ -18,12 +27,6 @@ pub(crate) fn run() -> Result {
             "--all-features",
             "--profile",
             "ci",
-        ]))?;
-        cmd::run(&mut cmd::cargo([
-            "test",
-            "--workspace",
-            "--all-features",
-            "--doc",
         ]))
     } else {
         eprintln!(
