@@ -10,11 +10,14 @@
 //! network failure and a real advisory cannot be mistaken for each other:
 //! `cargo deny fetch db` is the only step that touches the network, and if
 //! it fails the advisories are skipped with a note; otherwise
-//! `cargo deny check --disable-fetch advisories` runs against the freshly
-//! fetched database, offline, and any failure of it is a finding that fails
-//! the step.
+//! `cargo deny --offline check advisories` runs against the freshly fetched
+//! database without touching the network, and any failure of it is a
+//! finding that fails the step. Matching error text instead would break the
+//! day cargo-deny rewords a message. A broken `deny.toml` also makes the
+//! fetch fail, but it never gets that far: the per-member checks before it
+//! load the same file and fail first.
 
-use crate::{Result, cmd, workspace};
+use crate::{Error, Result, cmd, workspace};
 
 /// The cargo-deny line `deny.toml` is written for; a newer major line may
 /// change the schema or need a newer compiler.
@@ -23,11 +26,20 @@ const CARGO_DENY_VERSION: &str = "~0.20";
 pub(crate) fn run() -> Result {
     ensure_installed()?;
     for member in workspace::members()? {
+        // The inclusion graphs of the `multiple-versions` warnings would
+        // print the same trees once per member, hundreds of lines each time.
         cmd::run(
             cmd::cargo(["deny", "--manifest-path"])
                 .arg(member.join("Cargo.toml"))
-                .args(["check", "licenses", "bans", "sources"]),
-        )?;
+                .args(["check", "--hide-inclusion-graph"])
+                .args(["licenses", "bans", "sources"]),
+        )
+        .map_err(|error| {
+            Error::new(format!(
+                "{error}; rerun it without --hide-inclusion-graph to see which \
+                 crates pull the offender in"
+            ))
+        })?;
     }
     advisories()
 }
@@ -61,8 +73,8 @@ fn advisories() -> Result {
     }
     cmd::run(&mut cmd::cargo([
         "deny",
+        "--offline",
         "check",
-        "--disable-fetch",
         "advisories",
     ]))
 }
