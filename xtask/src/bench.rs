@@ -5,8 +5,8 @@
 
 use crate::{Error, Result, cmd, workspace};
 
-/// Where the example may live: the file cargo finds by convention, or a
-/// `[[example]] name = "bench"` entry in `tests/Cargo.toml`.
+/// The files cargo finds the example in by convention; `example_exists`
+/// also accepts an explicit `[[example]] name = "bench"` in the manifest.
 const EXAMPLE_PATHS: [&str; 2] = ["tests/examples/bench.rs", "tests/examples/bench/main.rs"];
 
 pub(crate) fn run(args: &[String]) -> Result {
