@@ -1,1 +1,99 @@
-fn main() {}
+//! Developer tasks for the `bus` workspace, run as `cargo xtask <task>`.
+//!
+//! Same shape as rust-analyzer's xtask: an alias in `.cargo/config.toml`, a
+//! `publish = false` binary with no dependencies beyond `std`, one module per
+//! task. CI calls only `cargo xtask ci` (through `.ci/run`), so a developer
+//! runs exactly what CI runs.
+//!
+//! Every task shells out to `cargo` with `std::process::Command` from the
+//! workspace root; nothing here builds or tests code by itself.
+
+mod bench;
+mod ci;
+mod cmd;
+mod deny;
+mod docs;
+mod features;
+mod lint;
+mod test;
+mod workspace;
+
+use std::fmt;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+Developer tasks for `bus`.
+
+Usage: cargo xtask <TASK> [ARGS...]
+
+Tasks:
+  ci          Run every check CI runs, in order, stopping at the first failure:
+              fmt, clippy, test, docs, features, deny
+  fmt         cargo fmt --all -- --check
+  lint        cargo clippy --workspace --all-targets --all-features -- -D warnings
+  test        cargo nextest run (default profile; cargo test if nextest is missing),
+              then the doctests
+  docs        cargo doc --workspace --all-features --no-deps, with RUSTDOCFLAGS=-D warnings
+  features    cargo check -p bus for each feature of crates/bus alone, and for none
+  deny        cargo deny: licenses, bans, sources per member crate; advisories once
+              (skipped with a note when the advisory database cannot be fetched)
+  bench [ARGS...]
+              cargo run --release -p bus-tests --example bench -- ARGS...
+  help        Print this help
+
+Environment:
+  XTASK_SKIP  Comma-separated steps that `ci` skips locally, e.g. XTASK_SKIP=deny,features.
+              Ignored when CI is set: in CI every step runs.
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+
+    let result = match task.as_deref() {
+        None | Some("help" | "-h" | "--help") => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Some("bench") => bench::run(&rest),
+        Some(name) if !rest.is_empty() => Err(Error::new(format!(
+            "`cargo xtask {name}` takes no arguments, got `{}`",
+            rest.join(" ")
+        ))),
+        Some("ci") => ci::run(),
+        Some(name) => ci::Step::find(name).map_or_else(
+            || {
+                eprint!("{HELP}");
+                Err(Error::new(format!("unknown task `{name}`")))
+            },
+            ci::Step::run_alone,
+        ),
+    };
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why a task failed, already phrased for the person reading the log.
+#[derive(Debug)]
+pub(crate) struct Error(String);
+
+impl Error {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) type Result<T = ()> = std::result::Result<T, Error>;
