@@ -39,3 +39,26 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+impl Error {
+    /// A [`Parse`](Error::Parse) error from a TOML error, without the
+    /// trailing newline the TOML crate's message ends with.
+    pub(crate) fn parse(error: &toml::de::Error) -> Self {
+        Self::Parse {
+            message: error.to_string().trim_end().to_owned(),
+        }
+    }
+
+    /// An [`Invalid`](Error::Invalid) error.
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        allowed: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+}

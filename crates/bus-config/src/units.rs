@@ -238,6 +238,11 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// Renders an optional duration: `"off"` for `None`.
+pub(crate) fn format_optional_duration(duration: Option<Duration>) -> String {
+    duration.map_or_else(|| OFF.to_owned(), format_duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +389,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_hours(2)), "2 h");
         assert_eq!(format_duration(Duration::ZERO), "0 s");
         assert_eq!(format_duration(Duration::from_micros(3)), "3µs");
+        assert_eq!(format_optional_duration(None), "off");
     }
 
     #[test]
