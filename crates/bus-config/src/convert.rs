@@ -1,0 +1,70 @@
+//! Conversions from the TOML schema into the runtime config types of the
+//! crates that run the bus.
+//!
+//! Sections without a runtime type yet (TLS, WebSocket, QUIC, shards,
+//! replicas, admin) are read from the public fields directly until their
+//! transport crates define one.
+
+use std::{num::NonZeroUsize, thread};
+
+use bus_core::{BusConfig, SlowConsumerPolicy};
+use bus_tcp::{TcpConnectorConfig, TcpListenerConfig};
+
+use crate::{Config, SlowConsumer, validate::MAX_SHARDS};
+
+impl Config {
+    /// The runtime configuration of the bus on shard `shard`.
+    ///
+    /// Expects a [validated](Self::validate) config. A value that does not
+    /// fit the runtime type (possible only after editing fields in code) is
+    /// saturated, so [`BusConfig::validate`] still refuses it.
+    pub fn bus_config(&self, shard: u16) -> BusConfig {
+        let bus = &self.bus;
+        let mut config = BusConfig::default();
+        config.shard = shard;
+        config.max_message_size_bytes =
+            u32::try_from(bus.max_message_size.bytes()).unwrap_or(u32::MAX);
+        config.queue_capacity_frames = bus.queue_capacity_frames;
+        config.max_batch_frames = bus.max_batch_frames;
+        config.read_buffer_bytes = usize::try_from(bus.read_buffer.bytes()).unwrap_or(usize::MAX);
+        config.handshake_grace = bus.handshake_grace;
+        config.close_grace = bus.close_grace;
+        config.close_peer_timeout = bus.close_peer_timeout;
+        config.idle_timeout = bus.idle_timeout;
+        config.require_sealed_clients = bus.require_sealed_clients;
+        config.require_sealed_replicas = self.replicas.require_sealed;
+        config.slow_consumer = match bus.slow_consumer {
+            SlowConsumer::Keep => SlowConsumerPolicy::Keep,
+            SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,
+        };
+        config
+    }
+
+    /// The server-side settings of the plain TCP transport.
+    pub fn tcp_listener_config(&self) -> TcpListenerConfig {
+        let mut config = TcpListenerConfig::new(self.tcp.listen);
+        config.backlog = self.tcp.backlog;
+        config.nodelay = self.tcp.nodelay;
+        config
+    }
+
+    /// The client-side settings of the plain TCP transport.
+    pub fn tcp_connector_config(&self) -> TcpConnectorConfig {
+        let mut config = TcpConnectorConfig::default();
+        config.connect_timeout = self.tcp.connect_timeout;
+        config.nodelay = self.tcp.nodelay;
+        config
+    }
+
+    /// How many shards to run: `shards.count`, or when that is 0 the number
+    /// of cores this process may use (1 if unknown), capped at 1024.
+    pub fn shard_count(&self) -> u16 {
+        let count = match self.shards.count {
+            0 => thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            n => usize::from(n),
+        };
+        u16::try_from(count)
+            .unwrap_or(MAX_SHARDS)
+            .clamp(1, MAX_SHARDS)
+    }
+}

@@ -1,0 +1,5 @@
+//! Loading, merging and validating whole configs through the public API.
+
+mod defaults;
+mod load;
+mod validate;
