@@ -1,3 +1,63 @@
-//! bus facade.
+//! `bus`: a message bus for thread-per-core Rust servers on the compio
+//! runtime. One frame format (256-byte header, see `docs/wire-protocol.md`),
+//! one API, bounded behaviour under load and hostile input.
+//!
+//! This crate only re-exports the workspace's crates behind features, so an
+//! application depends on exactly the transports it uses.
+//!
+//! ```
+//! use bus::{Bus, BusConfig, Frame, Peer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! compio::runtime::Runtime::new()?.block_on(async {
+//!     // Echo every application frame back to the client that sent it.
+//!     let handler = |bus: &Bus, from: Peer, frame: Frame| {
+//!         if let Peer::Client(id) = from {
+//!             let _ = bus.send_to_client(id, frame);
+//!         }
+//!     };
+//!     let bus = Bus::new(BusConfig::default(), handler)?;
+//!     let listener = bus::tcp::TcpListener::bind(&bus::tcp::TcpListenerConfig::new(
+//!         "127.0.0.1:0".parse()?,
+//!     ))?;
+//!     bus.serve(listener)?;
+//!     let report = bus.shutdown(std::time::Duration::from_secs(1)).await;
+//!     assert_eq!(report.tasks_left, 0);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature  | default | enables |
+//! |----------|---------|---------|
+//! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
+//! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
+//! | `full`   | no      | everything above |
+//!
+//! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
+//! [`core`]) is always available.
 #![deny(missing_docs)]
+// The README's usage example is compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+#[doc(inline)]
 pub use bus_core as core;
+#[doc(no_inline)]
+pub use bus_core::{
+    BroadcastReport, Bus, BusConfig, BusStats, ClientId, CloseReason, Command, ConnectionInfo,
+    ConnectionSnapshot, ConnectionStats, DecodeLimits, Decoder, Error, Forwarder, Frame,
+    FrameError, FrameMut, Goodbye, GoodbyeReason, Handler, Header, Peer, SendError, ShutdownReport,
+    SlowConsumerPolicy, TransportKind, read_frame, transport,
+};
+
+#[cfg(feature = "tcp")]
+#[doc(inline)]
+pub use bus_tcp as tcp;
+
+#[cfg(feature = "config")]
+#[doc(inline)]
+pub use bus_config as config;
