@@ -5,6 +5,11 @@
 //! Every await that could hang is bounded by [`STEP`]; nothing here sleeps
 //! to synchronise.
 
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test scenarios and helpers assert by panicking"
+)]
+
 pub mod client;
 pub mod frames;
 pub mod recorder;
@@ -22,10 +27,9 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// # Panics
 /// When the step times out.
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match compio::runtime::time::timeout(STEP, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
+    compio::runtime::time::timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {STEP:?} waiting for {what}"))
 }
 
 /// Lets every other ready task of this runtime run once.

@@ -55,9 +55,11 @@ impl Recorder {
 
     fn record(&self, event: Event) {
         // A closed channel means the test already ended; a full one is a bug.
-        if let Err(async_channel::TrySendError::Full(_)) = self.events.try_send(event) {
-            panic!("test event channel overflowed");
-        }
+        let sent = self.events.try_send(event);
+        assert!(
+            !matches!(sent, Err(async_channel::TrySendError::Full(_))),
+            "test event channel overflowed"
+        );
     }
 }
 
@@ -65,9 +67,10 @@ impl Handler for Recorder {
     fn on_frame(&self, bus: &Bus, from: Peer, frame: Frame) {
         let command = frame.header().command_raw();
         self.record(Event::Frame(from, frame.clone()));
-        if command == PANIC_HANDLER {
-            panic!("test handler panics on command {PANIC_HANDLER}");
-        }
+        assert!(
+            command != PANIC_HANDLER,
+            "test handler panics on command {PANIC_HANDLER}"
+        );
         if command == ECHO
             && let Peer::Client(id) = from
         {

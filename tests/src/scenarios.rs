@@ -313,10 +313,10 @@ pub async fn ping_is_answered_with_pong_and_never_reaches_the_handler<T: TestTra
     ping.seal();
     let ping = ping.freeze();
     client.send(&ping).await;
-    let pong = client.recv_frame().await;
-    assert_eq!(pong.header().command(), Command::Pong);
-    assert_eq!(pong.header().request(), 0xDEAD_BEEF);
-    assert_eq!(pong.header().command_area(), ping.header().command_area());
+    let answer = client.recv_frame().await;
+    assert_eq!(answer.header().command(), Command::Pong);
+    assert_eq!(answer.header().request(), 0xDEAD_BEEF);
+    assert_eq!(answer.header().command_area(), ping.header().command_area());
     client.send(&app(RECORD, 9, 0)).await;
     let (_, first) = node.events.frame().await;
     assert_eq!(first.header().request(), 9, "the Ping was not delivered");

@@ -162,6 +162,10 @@ impl FrameMut {
     ///
     /// # Panics
     /// If fewer than 256 bytes have been written.
+    #[allow(
+        clippy::cast_ptr_alignment,
+        reason = "Block makes every frame buffer 16-aligned"
+    )]
     pub fn header_mut(&mut self) -> &mut Header {
         let bytes = self.buf.as_mut_slice();
         assert!(bytes.len() >= HEADER_SIZE, "frame shorter than its header");
@@ -233,6 +237,10 @@ impl std::fmt::Debug for FrameMut {
     }
 }
 
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "Block makes every frame buffer 16-aligned"
+)]
 fn header_of(bytes: &[u8]) -> &Header {
     assert!(bytes.len() >= HEADER_SIZE, "frame shorter than its header");
     // SAFETY: every frame buffer starts on a 16-byte boundary (Block

@@ -79,6 +79,9 @@ impl Decoder {
     /// Returns `Ok(Some(frame))` for a complete, validated frame; `Ok(None)`
     /// when more input is needed; `Err` for a frame that breaks a rule, in
     /// which case the bytes of that frame are not consumed any further.
+    ///
+    /// # Panics
+    /// Never in practice: the internal states are checked invariants.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameError> {
         if let Some(err) = self.poisoned {
             return Err(err);
@@ -123,6 +126,9 @@ impl Decoder {
 
     /// Finishes a frame taken with [`Decoder::take_partial`] and filled to
     /// capacity: verifies the body checksum and freezes it.
+    ///
+    /// # Panics
+    /// If `frame` is not filled to its capacity.
     pub fn complete(&mut self, frame: FrameMut) -> Result<Frame, FrameError> {
         assert_eq!(
             frame.len(),

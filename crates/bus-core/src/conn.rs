@@ -67,7 +67,7 @@ pub(crate) struct Conn {
     queue: RefCell<VecDeque<Frame>>,
     /// Wakes the writer: frames queued, or closing started.
     pub(crate) wake_writer: Notify,
-    /// Wakes the connection's task when closing starts, to arm close_grace.
+    /// Wakes the connection's task when closing starts, to arm `close_grace`.
     pub(crate) closing_started: Notify,
     pub(crate) counters: ConnCounters,
     /// Last time a frame arrived; only kept when an idle timeout is set.

@@ -112,7 +112,7 @@ async fn run<R: FrameReader, W: FrameWriter>(
     {
         let handler = bus.inner.handler.clone();
         let connected = catch_unwind(AssertUnwindSafe(|| {
-            handler.on_connected(&bus, conn.peer, &conn.info)
+            handler.on_connected(&bus, conn.peer, &conn.info);
         }));
         if connected.is_err() {
             bump(&bus.inner.counters.handler_panics, 1);
@@ -339,12 +339,12 @@ fn stamp_client(frame: Frame, id: u128) -> Frame {
 
 /// `Pong` with the `Ping`'s `request` and `command_area` (spec §2).
 fn pong_for(ping: &Frame) -> Frame {
-    let mut pong = crate::buf::FrameMut::new(Command::Pong, 0);
-    let header = pong.header_mut();
+    let mut reply = crate::buf::FrameMut::new(Command::Pong, 0);
+    let header = reply.header_mut();
     header.set_request(ping.header().request());
     *header.command_area_mut() = *ping.header().command_area();
-    pong.seal();
-    pong.freeze()
+    reply.seal();
+    reply.freeze()
 }
 
 async fn write_loop<W: FrameWriter>(bus: &Bus, conn: &Conn, writer: &mut W) -> io::Result<()> {

@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
     goodbye::GoodbyeReason,
-    limits::{HEADER_SIZE, PROTOCOL_VERSION},
+    limits::{HEADER_SIZE, MIN_MAX_MESSAGE_SIZE_BYTES as MIN_FRAME_SIZE, PROTOCOL_VERSION},
 };
 
 /// The 256-byte frame header, laid out exactly as on the wire.
@@ -173,7 +173,7 @@ impl Default for Header {
     /// Its command is 0, so it must be given one before it is sent.
     fn default() -> Self {
         let mut h = Self::zeroed();
-        h.set_size(HEADER_SIZE as u32);
+        h.set_size(MIN_FRAME_SIZE);
         h.set_protocol(PROTOCOL_VERSION);
         h
     }

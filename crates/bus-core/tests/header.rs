@@ -4,6 +4,9 @@
 use bus_core::{Command, DecodeLimits, Decoder, FrameError, FrameMut, Header};
 use twox_hash::XxHash3_128;
 
+/// A field's offset, its length, and a setter that fills it with ones.
+type Case = (usize, usize, fn(&mut Header));
+
 #[test]
 fn offsets_match_the_spec_table() {
     let h = Header::zeroed();
@@ -15,7 +18,7 @@ fn offsets_match_the_spec_table() {
     assert_eq!(std::mem::size_of::<Header>(), 256);
     assert_eq!(std::mem::align_of::<Header>(), 16);
     // The integer fields, through their effect on the wire bytes.
-    let cases: [(usize, usize, fn(&mut Header)); 10] = [
+    let cases: [Case; 10] = [
         (0, 16, |h| h.set_checksum(u128::MAX)),
         (16, 16, |h| h.set_checksum_body(u128::MAX)),
         (32, 16, |h| h.set_cluster(u128::MAX)),
