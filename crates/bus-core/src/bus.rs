@@ -34,8 +34,8 @@ use crate::{
 pub trait Handler: 'static {
     /// A frame with an application command (16–255) arrived. Bus commands
     /// never reach this method. For a client, the header's `client` field
-    /// has been stamped with the connection's id (spec §5), so a sealed
-    /// frame's header checksum no longer matches after delivery.
+    /// has been stamped with the connection's id (spec §5); a sealed frame
+    /// is re-sealed after stamping, so it still verifies.
     fn on_frame(&self, bus: &Bus, from: Peer, frame: Frame);
 
     /// A connection finished its handshake and is registered.

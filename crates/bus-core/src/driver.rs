@@ -327,13 +327,21 @@ async fn drain<R: FrameReader>(reader: &mut R) -> ReadEnd {
 }
 
 /// Sets the header's `client` field to the connection's id (spec §5). The
-/// received frame has exactly one handle, so this does not copy.
+/// received frame has exactly one handle, so this does not copy. A sealed
+/// frame gets its header checksum recomputed (240 bytes; the body checksum
+/// is unchanged), so what the handler sees still verifies and can be sent
+/// on as it is.
 fn stamp_client(frame: Frame, id: u128) -> Frame {
     if frame.header().client() == id {
         return frame;
     }
     let mut frame = frame.into_mut();
-    frame.header_mut().set_client(id);
+    let header = frame.header_mut();
+    header.set_client(id);
+    if header.is_sealed() {
+        let checksum = header.compute_checksum();
+        header.set_checksum(checksum);
+    }
     frame.freeze()
 }
 
