@@ -99,6 +99,12 @@ async fn round_trip<T: TestTransport>(frame_size: usize) {
         client_id(peer).as_raw(),
         "client id stamped (spec §5)"
     );
+    assert_eq!(
+        seen.header().validate(u32::MAX),
+        Ok(()),
+        "a stamped sealed frame still verifies"
+    );
+    assert_eq!(seen.to_mut().verify_body(), Ok(()));
     stop(&node).await;
 }
 
