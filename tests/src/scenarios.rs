@@ -375,6 +375,25 @@ pub async fn peer_vanishing_mid_frame_delivers_nothing<T: TestTransport>() {
     stop(&node).await;
 }
 
+/// Sends 64 KiB frames to a peer that never reads until `QueueFull`,
+/// yielding now and then so the writer fills the socket too; returns how
+/// many sends succeeded. Loopback socket buffers hold a few MiB, so
+/// 10 000 × 64 KiB is far more than enough.
+async fn fill_until_queue_full(bus: &Bus, id: bus_core::ClientId) -> usize {
+    let big = app(RECORD, 0, 64 << 10);
+    for i in 0..10_000 {
+        match bus.send_to_client(id, big.clone()) {
+            Ok(()) => {}
+            Err(SendError::QueueFull) => return i,
+            Err(other) => panic!("unexpected {other}"),
+        }
+        if i % 8 == 7 {
+            yield_now().await; // let the writer push into the socket
+        }
+    }
+    panic!("no QueueFull within 10 000 sends");
+}
+
 /// Sending to a peer that never reads: `QueueFull` within a bounded number
 /// of calls, no call ever waits, and another peer's traffic keeps flowing.
 pub async fn slow_peer_gets_queue_full_without_blocking_other_peers<T: TestTransport>() {
@@ -384,23 +403,7 @@ pub async fn slow_peer_gets_queue_full_without_blocking_other_peers<T: TestTrans
     let (_slow, slow_peer) = connect::<T>(&node).await;
     let (mut fast, _) = connect::<T>(&node).await;
     let slow = client_id(slow_peer);
-    let big = app(RECORD, 0, 64 << 10);
-    // Loopback socket buffers hold a few MiB; 10 000 × 64 KiB is far more.
-    let mut full_after = None;
-    for i in 0..10_000 {
-        match node.bus.send_to_client(slow, big.clone()) {
-            Ok(()) => {}
-            Err(SendError::QueueFull) => {
-                full_after = Some(i);
-                break;
-            }
-            Err(other) => panic!("unexpected {other}"),
-        }
-        if i % 8 == 7 {
-            yield_now().await; // let the writer push into the socket
-        }
-    }
-    let full_after = full_after.expect("QueueFull within 10 000 sends");
+    let full_after = fill_until_queue_full(&node.bus, slow).await;
     assert!(full_after >= 8, "the queue itself holds 8 frames");
     for request in 1..=20 {
         echo_round_trip(&mut fast, request, 1000).await;
@@ -451,6 +454,14 @@ pub async fn slow_consumer_policy_disconnect_sends_goodbye<T: TestTransport>() {
     stop(&node).await;
 }
 
+/// After a connection died of a panic: another client is still served, the
+/// lost callback fired once and the slot is gone.
+async fn assert_isolated<C: RawClient>(node: &Node, victim: Peer, other: &mut C) {
+    echo_round_trip(other, 5, 100).await;
+    assert_eq!(node.events.lost_count(victim), 1);
+    assert!(node.bus.client(client_id(victim)).is_none(), "slot evicted");
+}
+
 /// A handler panic closes that connection only; the lost callback fires
 /// once; other connections keep working.
 pub async fn handler_panic_closes_only_its_connection<T: TestTransport>() {
@@ -463,12 +474,7 @@ pub async fn handler_panic_closes_only_its_connection<T: TestTransport>() {
         node.events.lost(victim_peer).await,
         CloseReason::HandlerPanicked
     );
-    echo_round_trip(&mut other, 5, 100).await;
-    assert_eq!(node.events.lost_count(victim_peer), 1);
-    assert!(
-        node.bus.client(client_id(victim_peer)).is_none(),
-        "slot evicted"
-    );
+    assert_isolated(&node, victim_peer, &mut other).await;
     assert_eq!(node.bus.stats().handler_panics, 1);
     stop(&node).await;
     assert_eq!(
@@ -489,12 +495,7 @@ pub async fn writer_panic_closes_only_its_connection<T: TestTransport>() {
         .expect("queued");
     assert_eq!(node.events.lost(victim_peer).await, CloseReason::Panicked);
     victim.expect_closed().await;
-    echo_round_trip(&mut other, 5, 100).await;
-    assert_eq!(node.events.lost_count(victim_peer), 1);
-    assert!(
-        node.bus.client(client_id(victim_peer)).is_none(),
-        "slot evicted"
-    );
+    assert_isolated(&node, victim_peer, &mut other).await;
     assert_eq!(node.bus.stats().connection_panics, 1);
     stop(&node).await;
     assert_eq!(
@@ -557,15 +558,7 @@ pub async fn shutdown_is_bounded_by_a_peer_that_never_reads<T: TestTransport>() 
     let node = start::<T>(config).await;
     let (_stuck, peer) = connect::<T>(&node).await;
     let id = client_id(peer);
-    let big = app(RECORD, 0, 64 << 10);
-    for i in 0..10_000 {
-        if node.bus.send_to_client(id, big.clone()).is_err() {
-            break;
-        }
-        if i % 8 == 7 {
-            yield_now().await;
-        }
-    }
+    fill_until_queue_full(&node.bus, id).await;
     let grace = Duration::from_millis(500);
     let report = within("shutdown", node.bus.shutdown(grace)).await;
     assert!(

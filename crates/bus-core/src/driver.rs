@@ -268,7 +268,7 @@ async fn read_loop<R: FrameReader>(bus: &Bus, conn: &Conn, reader: &mut R) -> Re
                     Peer::Client(id) => stamp_client(frame, id.as_raw()),
                     Peer::Replica(_) => frame,
                 };
-                let handler = inner.handler.clone();
+                let handler = &inner.handler;
                 let delivered =
                     catch_unwind(AssertUnwindSafe(|| handler.on_frame(bus, conn.peer, frame)));
                 if delivered.is_err() {
