@@ -152,6 +152,20 @@ pub enum FrameError {
     /// The frame is not sealed but this plane requires sealed frames.
     #[error("frame is not sealed but this connection requires sealed frames")]
     NotSealed,
+    /// A message transport (WebSocket) carried a message that is not exactly
+    /// one frame: its length differs from the frame's `size`, or it is too
+    /// short to hold a header.
+    #[error("a {len}-byte message does not carry exactly one frame (its size field says {size})")]
+    MessageLength {
+        /// Length of the message.
+        len: u64,
+        /// The `size` field, or 0 when the message is too short to hold it.
+        size: u32,
+    },
+    /// A message transport carried a message of a type that never holds a
+    /// frame (a WebSocket text message).
+    #[error("text message: frames travel only in binary messages")]
+    TextMessage,
 }
 
 impl FrameError {
@@ -162,7 +176,9 @@ impl FrameError {
             Self::TooSmall { .. }
             | Self::BadProtocol { .. }
             | Self::BadCommand { .. }
-            | Self::NotSealed => GoodbyeReason::MalformedFrame,
+            | Self::NotSealed
+            | Self::MessageLength { .. }
+            | Self::TextMessage => GoodbyeReason::MalformedFrame,
             Self::HeaderChecksum | Self::BodyChecksum => GoodbyeReason::ChecksumMismatch,
         }
     }
@@ -502,6 +518,14 @@ mod tests {
             (FrameError::BadProtocol { protocol: 0 }, R::MalformedFrame),
             (FrameError::BadCommand { command: 0 }, R::MalformedFrame),
             (FrameError::NotSealed, R::MalformedFrame),
+            (
+                FrameError::MessageLength {
+                    len: 300,
+                    size: 256,
+                },
+                R::MalformedFrame,
+            ),
+            (FrameError::TextMessage, R::MalformedFrame),
             (FrameError::HeaderChecksum, R::ChecksumMismatch),
             (FrameError::BodyChecksum, R::ChecksumMismatch),
         ];

@@ -1,0 +1,45 @@
+//! Dialing WebSocket servers.
+
+use std::net::SocketAddr;
+
+use async_tungstenite::tungstenite::{ClientRequestBuilder, http::Uri};
+use bus_core::limits::PROTOCOL_ID;
+
+use crate::{WsConnection, WsConnectorConfig, WsError};
+
+/// Dials `addr` within the configured connect timeout. The result is a
+/// [`WsConnection`] whose [`establish`] runs the client side of the upgrade,
+/// offering `Sec-WebSocket-Protocol: bus.v1` and requiring the server to
+/// echo it. Bound `establish` yourself (the bus does, with
+/// `handshake_grace`, for connections it installs).
+///
+/// [`establish`]: bus_core::transport::Connection::establish
+pub async fn connect(
+    addr: SocketAddr,
+    config: &WsConnectorConfig,
+) -> Result<WsConnection, WsError> {
+    let request = request(addr, config)?;
+    let tcp = bus_tcp::connect(addr, &config.tcp).await?;
+    Ok(WsConnection::client(
+        tcp.into_stream(),
+        addr,
+        request,
+        config.limits,
+    ))
+}
+
+/// The upgrade request for `addr`: `ws://host/path`, the bus subprotocol and
+/// the configured `Origin`.
+fn request(addr: SocketAddr, config: &WsConnectorConfig) -> Result<ClientRequestBuilder, WsError> {
+    let host = config.host.clone().unwrap_or_else(|| addr.to_string());
+    let uri = format!("ws://{host}{}", config.path);
+    let uri: Uri = uri.parse().map_err(|e| WsError::Upgrade {
+        addr,
+        reason: format!("invalid request URI {uri:?}: {e}"),
+    })?;
+    let mut request = ClientRequestBuilder::new(uri).with_sub_protocol(PROTOCOL_ID);
+    if let Some(origin) = &config.origin {
+        request = request.with_header("Origin", origin.clone());
+    }
+    Ok(request)
+}

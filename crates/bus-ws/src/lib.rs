@@ -1,0 +1,60 @@
+//! WebSocket transport of `bus` (spec §7): each binary WebSocket message
+//! carries exactly one frame.
+//!
+//! [`WsListener`] accepts TCP connections and runs the HTTP/1.1 upgrade
+//! inside the bus's `handshake_grace` (path, `Sec-WebSocket-Protocol:
+//! bus.v1`, optional Origin allow-list; see [`upgrade`](crate#upgrade));
+//! [`connect`] dials a server. Both yield a [`WsConnection`] implementing
+//! the transport traits of `bus-core`.
+//!
+//! ```no_run
+//! use bus_core::{Bus, BusConfig, Frame, Peer};
+//! use bus_ws::{WsListener, WsListenerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! compio::runtime::Runtime::new()?.block_on(async {
+//!     let echo = |bus: &Bus, from: Peer, frame: Frame| {
+//!         if let Peer::Client(id) = from {
+//!             let _ = bus.send_to_client(id, frame);
+//!         }
+//!     };
+//!     let config = BusConfig::default();
+//!     let ws = WsListenerConfig::new("127.0.0.1:0".parse()?);
+//!     ws.validate(config.max_message_size_bytes)?;
+//!     let bus = Bus::new(config, echo)?;
+//!     bus.serve(WsListener::bind(&ws)?)?;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # Upgrade
+//! The server answers `404` to another path, `400` (with a body naming
+//! `bus.v1`) when the client does not offer the subprotocol, and `403` when
+//! an Origin allow-list is set and the request's `Origin` is not on it.
+//!
+//! # Limits
+//! tungstenite's message limit is the bus's `max_message_size`, so a larger
+//! message is refused from its WebSocket header, before it is buffered
+//! (close 1009). `max_frame_size_bytes` must not exceed it
+//! ([`WsLimits::validate`]). A message whose length differs from its frame's
+//! `size` closes with 1002, a text message with 1003; the mapping of every
+//! close cause to a close code is in [`close`].
+//!
+//! # What this crate does not do
+//! No `permessage-deflate`, no HTTP beyond the upgrade, no TLS of its own.
+#![deny(missing_docs)]
+
+pub mod close;
+pub mod config;
+mod connector;
+mod error;
+mod listener;
+mod stream;
+mod upgrade;
+
+pub use config::{WsConnectorConfig, WsLimits, WsListenerConfig};
+pub use connector::connect;
+pub use error::WsError;
+pub use listener::WsListener;
+pub use stream::{WsConnection, WsReader, WsWriter};
