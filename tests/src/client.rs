@@ -4,12 +4,19 @@
 
 use std::net::SocketAddr;
 
-use bus_core::{Command, DecodeLimits, Error, Frame, Goodbye, GoodbyeReason, read_frame};
+use async_tungstenite::tungstenite::{
+    self, ClientRequestBuilder, Message,
+    protocol::{CloseFrame, WebSocketConfig},
+};
+use bus_core::{
+    Command, DecodeLimits, Error, Frame, Goodbye, GoodbyeReason, limits::PROTOCOL_ID, read_frame,
+};
 use compio::{
     BufResult,
     io::{AsyncRead, AsyncWriteExt},
     net::TcpStream,
 };
+use futures_util::{SinkExt, StreamExt};
 
 use crate::within;
 
@@ -28,6 +35,15 @@ pub trait RawClient {
     /// Sends a frame.
     async fn send(&mut self, frame: &Frame) {
         self.send_raw(frame.as_bytes()).await;
+    }
+
+    /// Sends frames back to back and flushes once, so the server sees them
+    /// arrive together (one write on a stream, many messages on a message
+    /// transport).
+    async fn send_all(&mut self, frames: &[Frame]) {
+        for frame in frames {
+            self.send(frame).await;
+        }
     }
 
     /// Receives the next frame (bounded by [`crate::STEP`]).
@@ -137,5 +153,186 @@ pub async fn drain_tcp(stream: &mut TcpStream) -> usize {
             Ok(0) | Err(_) => return total,
             Ok(n) => total += n,
         }
+    }
+}
+
+/// The byte stream under a test WebSocket client.
+pub type WsIo = compio::tls::MaybeTlsStream<TcpStream>;
+
+/// A raw WebSocket client (tungstenite): sends any binary or text message,
+/// or raw bytes below the WebSocket framing, and reports the close frame it
+/// received.
+#[derive(Debug)]
+pub struct WsClient {
+    ws: async_tungstenite::WebSocketStream<WsIo>,
+    close: Option<CloseFrame>,
+}
+
+impl WsClient {
+    /// Connects to `addr` and upgrades on `/` offering `bus.v1`.
+    ///
+    /// # Panics
+    /// If the connection or the upgrade fails or times out.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = within("ws tcp connect", TcpStream::connect(addr))
+            .await
+            .expect("ws tcp connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self::upgrade(
+            plain_ws_io(stream),
+            &ws_request(addr, "/", &[PROTOCOL_ID], None),
+        )
+        .await
+        .expect("WebSocket upgrade")
+    }
+
+    /// Runs the client side of the upgrade on `io` with `request` (no
+    /// message size limit on what the client accepts).
+    pub async fn upgrade(
+        io: WsIo,
+        request: &ClientRequestBuilder,
+    ) -> Result<Self, tungstenite::Error> {
+        let config = WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let (ws, _) = within(
+            "WebSocket upgrade",
+            async_tungstenite::client_async_with_config(request.clone(), io, Some(config)),
+        )
+        .await?;
+        Ok(Self { ws, close: None })
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: &str) {
+        within("ws send", self.ws.send(Message::text(text)))
+            .await
+            .expect("ws send text");
+    }
+
+    /// Sends any message.
+    pub async fn send_message(&mut self, message: Message) {
+        within("ws send", self.ws.send(message))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next message of any kind, including pings, pongs and close.
+    pub async fn recv_message(&mut self) -> Option<Result<Message, tungstenite::Error>> {
+        within("a WebSocket message", self.ws.next()).await
+    }
+
+    /// Writes `bytes` to the socket below the WebSocket framing, for
+    /// messages tungstenite would not send (a header promising more than
+    /// follows). Returns the error if the server already hung up.
+    pub async fn write_below_framing(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let io = self.ws.get_mut();
+        within("raw ws write", async {
+            futures_util::AsyncWriteExt::write_all(io, bytes).await?;
+            futures_util::AsyncWriteExt::flush(io).await
+        })
+        .await
+    }
+
+    /// The close frame the server sent, once [`RawClient::recv`] saw it.
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.close.as_ref()
+    }
+
+    /// Expects `Goodbye(reason)`, then a close frame with `code`.
+    ///
+    /// # Panics
+    /// If either does not arrive.
+    pub async fn expect_goodbye_then_close_code(&mut self, reason: GoodbyeReason, code: u16) {
+        self.expect_goodbye_then_close(reason).await;
+        let close = self.close_frame().expect("a close frame after the Goodbye");
+        assert_eq!(u16::from(close.code), code, "close frame: {close:?}");
+    }
+
+    /// The WebSocket, for tests that split it.
+    pub fn into_inner(self) -> async_tungstenite::WebSocketStream<WsIo> {
+        self.ws
+    }
+}
+
+/// `io` for a plain WebSocket client on `stream`.
+pub fn plain_ws_io(stream: TcpStream) -> WsIo {
+    compio::tls::MaybeTlsStream::new_plain_compat(compio::io::compat::AsyncStream::new(stream))
+}
+
+/// An upgrade request for `ws://addr/path` offering `protocols`.
+pub fn ws_request(
+    addr: SocketAddr,
+    path: &str,
+    protocols: &[&str],
+    origin: Option<&str>,
+) -> ClientRequestBuilder {
+    let uri = format!("ws://{addr}{path}").parse().expect("uri");
+    let mut request = ClientRequestBuilder::new(uri);
+    for protocol in protocols {
+        request = request.with_sub_protocol(*protocol);
+    }
+    if let Some(origin) = origin {
+        request = request.with_header("Origin", origin);
+    }
+    request
+}
+
+/// Decodes one message as exactly one frame, as a client would.
+///
+/// # Errors
+/// The frame error, if the message is not exactly one valid frame.
+pub fn decode_message(bytes: &[u8]) -> Result<Frame, Error> {
+    let mut decoder = bus_core::Decoder::new(CLIENT_LIMITS);
+    let mut input = bytes;
+    match decoder.decode(&mut input)? {
+        Some(frame) if input.is_empty() => Ok(frame),
+        _ => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {}-byte message is not exactly one frame", bytes.len()),
+        ))),
+    }
+}
+
+impl RawClient for WsClient {
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send_message(Message::binary(bytes.to_vec())).await;
+    }
+
+    async fn send_all(&mut self, frames: &[Frame]) {
+        within("ws send_all", async {
+            for frame in frames {
+                self.ws
+                    .feed(Message::binary(frame.as_bytes().to_vec()))
+                    .await?;
+            }
+            SinkExt::flush(&mut self.ws).await
+        })
+        .await
+        .expect("ws send_all");
+    }
+
+    async fn recv(&mut self) -> Result<Frame, Error> {
+        loop {
+            match self.recv_message().await {
+                Some(Ok(Message::Binary(bytes))) => return decode_message(&bytes),
+                Some(Ok(Message::Close(frame))) => {
+                    self.close = frame;
+                    return Err(Error::Closed);
+                }
+                Some(Ok(Message::Text(text))) => panic!("the server sent text: {text}"),
+                Some(Ok(_)) => {}
+                None => return Err(Error::Closed),
+                Some(Err(err)) => return Err(Error::Io(std::io::Error::other(err))),
+            }
+        }
+    }
+
+    /// Starts the close handshake, or, when the server started it, sends
+    /// the reply tungstenite queued (its `close` refuses to send once the
+    /// peer has closed; a flush sends the queued reply).
+    async fn close(&mut self) {
+        let _ = within("ws close", self.ws.close(None)).await;
+        let _ = within("ws close reply", SinkExt::flush(&mut self.ws)).await;
     }
 }

@@ -141,9 +141,8 @@ pub async fn pipelined_10000_frames_arrive_once_in_order_and_batched<T: TestTran
         }
         client.send_raw(&wire).await;
     } else {
-        for request in 1..=N {
-            client.send(&app(ECHO, request, BODY)).await;
-        }
+        let frames: Vec<_> = (1..=N).map(|request| app(ECHO, request, BODY)).collect();
+        client.send_all(&frames).await;
     }
     for request in 1..=N {
         let reply = client.recv_frame().await;
@@ -595,7 +594,16 @@ pub async fn connection_metadata_is_visible<T: TestTransport>() {
     let before = std::time::SystemTime::now();
     let (mut client, peer) = connect::<T>(&node).await;
     echo_round_trip(&mut client, 1, 100).await;
-    let snap = node.bus.client(client_id(peer)).expect("connected");
+    // The writer counts a batch when its write completes, which the client
+    // may see before the server's task has run again.
+    let id = client_id(peer);
+    for _ in 0..1000 {
+        if node.bus.client(id).is_some_and(|c| c.stats.frames_out == 1) {
+            break;
+        }
+        yield_now().await;
+    }
+    let snap = node.bus.client(id).expect("connected");
     assert_eq!(snap.peer, peer);
     assert_eq!(snap.info.transport, T::KIND);
     assert!(snap.info.peer_addr.ip().is_loopback());

@@ -10,7 +10,7 @@ use bus_core::{
 };
 use compio::BufResult;
 
-use crate::client::{RawClient, TcpClient};
+use crate::client::{RawClient, TcpClient, WsClient};
 
 /// A frame with this command makes a [`PanicListener`] connection's writer
 /// panic.
@@ -59,6 +59,26 @@ impl TestTransport for Tcp {
 
     async fn connect(addr: SocketAddr) -> TcpClient {
         TcpClient::connect(addr).await
+    }
+}
+
+/// WebSocket over plain TCP, upgraded on `/`.
+#[derive(Debug)]
+pub struct Ws;
+
+impl TestTransport for Ws {
+    type Listener = bus_ws::WsListener;
+    type Client = WsClient;
+    const KIND: TransportKind = TransportKind::Ws;
+    const STREAM: bool = false;
+
+    async fn listen() -> Self::Listener {
+        let config = bus_ws::WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+        bus_ws::WsListener::bind(&config).expect("bind 127.0.0.1:0")
+    }
+
+    async fn connect(addr: SocketAddr) -> WsClient {
+        WsClient::connect(addr).await
     }
 }
 
