@@ -44,7 +44,7 @@ impl TcpConnection {
     }
 
     /// The underlying socket, for a transport layered on TCP (TLS,
-    /// WebSocket) that runs its own handshake on it.
+    /// WebSocket) to run its handshake on.
     pub fn into_stream(self) -> TcpStream {
         self.stream
     }
