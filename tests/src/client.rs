@@ -244,40 +244,74 @@ impl RawClient for TlsClient {
     }
 }
 
-/// The byte stream under a test WebSocket client.
+/// The byte stream under a plain test WebSocket client.
 pub type WsIo = compio::tls::MaybeTlsStream<TcpStream>;
 
-/// A raw WebSocket client (tungstenite): sends any binary or text message,
-/// or raw bytes below the WebSocket framing, and reports the close frame it
-/// received.
+/// What a test WebSocket client runs on: TCP ([`WsIo`]) or a TLS session.
+pub trait WsStream: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin + 'static {}
+
+impl<S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin + 'static> WsStream for S {}
+
+/// A raw WebSocket client (tungstenite) over `S`: sends any binary or text
+/// message, or raw bytes below the WebSocket framing, and reports the close
+/// frame it received.
 #[derive(Debug)]
-pub struct WsClient {
-    ws: async_tungstenite::WebSocketStream<WsIo>,
+pub struct WsClient<S = WsIo> {
+    ws: async_tungstenite::WebSocketStream<S>,
     close: Option<CloseFrame>,
 }
 
-impl WsClient {
+/// A raw WSS client.
+pub type WssClient = WsClient<bus_tls::TlsStream>;
+
+impl WsClient<WsIo> {
     /// Connects to `addr` and upgrades on `/` offering `bus.v1`.
     ///
     /// # Panics
     /// If the connection or the upgrade fails or times out.
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = within("ws tcp connect", TcpStream::connect(addr))
-            .await
-            .expect("ws tcp connect");
-        stream.set_nodelay(true).expect("nodelay");
         Self::upgrade(
-            plain_ws_io(stream),
+            plain_ws_io(tcp_connect(addr).await),
             &ws_request(addr, "/", &[PROTOCOL_ID], None),
         )
         .await
         .expect("WebSocket upgrade")
     }
+}
 
+impl WsClient<bus_tls::TlsStream> {
+    /// Connects to `addr` with `tls` (ALPN `http/1.1`) and upgrades on `/`
+    /// offering `bus.v1`.
+    ///
+    /// # Panics
+    /// If the connection, the TLS handshake or the upgrade fails.
+    pub async fn connect_tls(tls: &bus_tls::ClientTls, addr: SocketAddr) -> Self {
+        let session = within("wss connect", tls.connect(addr))
+            .await
+            .expect("wss TLS connect");
+        Self::upgrade(session, &ws_request(addr, "/", &[PROTOCOL_ID], None))
+            .await
+            .expect("WebSocket upgrade over TLS")
+    }
+}
+
+/// A TCP connection to `addr` with `TCP_NODELAY`.
+///
+/// # Panics
+/// If it fails or times out.
+pub async fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let stream = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("tcp connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+impl<S: WsStream> WsClient<S> {
     /// Runs the client side of the upgrade on `io` with `request` (no
     /// message size limit on what the client accepts).
     pub async fn upgrade(
-        io: WsIo,
+        io: S,
         request: &ClientRequestBuilder,
     ) -> Result<Self, tungstenite::Error> {
         let config = WebSocketConfig::default()
@@ -338,7 +372,7 @@ impl WsClient {
     }
 
     /// The WebSocket, for tests that split it.
-    pub fn into_inner(self) -> async_tungstenite::WebSocketStream<WsIo> {
+    pub fn into_inner(self) -> async_tungstenite::WebSocketStream<S> {
         self.ws
     }
 }
@@ -382,7 +416,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Frame, Error> {
     }
 }
 
-impl RawClient for WsClient {
+impl<S: WsStream> RawClient for WsClient<S> {
     async fn send_raw(&mut self, bytes: &[u8]) {
         self.send_message(Message::binary(bytes.to_vec())).await;
     }

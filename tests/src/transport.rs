@@ -11,7 +11,7 @@ use bus_core::{
 use compio::BufResult;
 
 use crate::{
-    client::{RawClient, TcpClient, TlsClient, WsClient},
+    client::{RawClient, TcpClient, TlsClient, WsClient, WssClient},
     pki::{SERVER_NAME, pki},
 };
 
@@ -125,6 +125,52 @@ impl TestTransport for Ws {
 
     async fn connect(addr: SocketAddr) -> WsClient {
         WsClient::connect(addr).await
+    }
+}
+
+/// WebSocket over TLS 1.3 (ALPN `http/1.1`), with the test PKI's server
+/// certificate, upgraded on `/`.
+#[derive(Debug)]
+pub struct Wss;
+
+impl Wss {
+    /// The server's TLS state: the test server certificate, ALPN `http/1.1`.
+    pub fn server_tls() -> bus_tls::ServerTls {
+        let pair = &pki().server;
+        let mut config = bus_tls::TlsServerConfig::new(bus_tls::CertificateSource::Files {
+            cert: pair.cert.clone(),
+            key: pair.key.clone(),
+        });
+        config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
+        bus_tls::ServerTls::new(&config).expect("server TLS")
+    }
+
+    /// A client that trusts the test CA and offers ALPN `alpn`.
+    pub fn client_tls_with_alpn(alpn: &[&[u8]]) -> bus_tls::ClientTls {
+        let mut config = bus_tls::TlsClientConfig::new(&pki().ca, SERVER_NAME);
+        config.alpn = alpn.iter().map(|p| p.to_vec()).collect();
+        bus_tls::ClientTls::new(&config).expect("client TLS")
+    }
+
+    /// A client that trusts the test CA and offers ALPN `http/1.1`.
+    pub fn client_tls() -> bus_tls::ClientTls {
+        Self::client_tls_with_alpn(&[bus_tls::ALPN_HTTP1])
+    }
+}
+
+impl TestTransport for Wss {
+    type Listener = bus_ws::WsListener;
+    type Client = WssClient;
+    const KIND: TransportKind = TransportKind::Wss;
+    const STREAM: bool = false;
+
+    async fn listen() -> Self::Listener {
+        let config = bus_ws::WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+        bus_ws::WsListener::bind_tls(&config, Self::server_tls()).expect("bind 127.0.0.1:0")
+    }
+
+    async fn connect(addr: SocketAddr) -> WssClient {
+        WssClient::connect_tls(&Self::client_tls(), addr).await
     }
 }
 

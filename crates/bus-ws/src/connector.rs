@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use async_tungstenite::tungstenite::{ClientRequestBuilder, http::Uri};
 use bus_core::limits::PROTOCOL_ID;
 
-use crate::{WsConnection, WsConnectorConfig, WsError};
+use crate::{WsConnection, WsConnectorConfig, WsError, stream::Security};
 
 /// Dials `addr` within the configured connect timeout. The result is a
 /// [`WsConnection`] whose [`establish`] runs the client side of the upgrade,
@@ -18,21 +18,53 @@ pub async fn connect(
     addr: SocketAddr,
     config: &WsConnectorConfig,
 ) -> Result<WsConnection, WsError> {
-    let request = request(addr, config)?;
+    dial(addr, config, Security::Plain).await
+}
+
+/// Like [`connect`], for WSS: [`establish`] first runs a TLS 1.3 handshake
+/// with `tls`, then the upgrade. Build `tls` with ALPN `http/1.1` (or
+/// none): a WSS server does not offer `bus.v1` (spec §7).
+///
+/// [`establish`]: bus_core::transport::Connection::establish
+#[cfg(feature = "wss")]
+pub async fn connect_tls(
+    addr: SocketAddr,
+    config: &WsConnectorConfig,
+    tls: &bus_tls::ClientTls,
+) -> Result<WsConnection, WsError> {
+    dial(addr, config, Security::ClientTls(tls.clone())).await
+}
+
+async fn dial(
+    addr: SocketAddr,
+    config: &WsConnectorConfig,
+    security: Security,
+) -> Result<WsConnection, WsError> {
+    let scheme = match security {
+        Security::Plain => "ws",
+        #[cfg(feature = "wss")]
+        _ => "wss",
+    };
+    let request = request(addr, config, scheme)?;
     let tcp = bus_tcp::connect(addr, &config.tcp).await?;
     Ok(WsConnection::client(
         tcp.into_stream(),
         addr,
         request,
         config.limits,
+        security,
     ))
 }
 
-/// The upgrade request for `addr`: `ws://host/path`, the bus subprotocol and
-/// the configured `Origin`.
-fn request(addr: SocketAddr, config: &WsConnectorConfig) -> Result<ClientRequestBuilder, WsError> {
+/// The upgrade request for `addr`: `ws://host/path` (or `wss://`), the bus
+/// subprotocol and the configured `Origin`.
+fn request(
+    addr: SocketAddr,
+    config: &WsConnectorConfig,
+    scheme: &str,
+) -> Result<ClientRequestBuilder, WsError> {
     let host = config.host.clone().unwrap_or_else(|| addr.to_string());
-    let uri = format!("ws://{host}{}", config.path);
+    let uri = format!("{scheme}://{host}{}", config.path);
     let uri: Uri = uri.parse().map_err(|e| WsError::Upgrade {
         addr,
         reason: format!("invalid request URI {uri:?}: {e}"),

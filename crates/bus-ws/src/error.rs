@@ -15,6 +15,10 @@ pub enum WsError {
     /// The TCP layer failed (bind, dial, dial timeout); names the address.
     #[error(transparent)]
     Tcp(#[from] TcpError),
+    /// TLS setup failed (WSS).
+    #[cfg(feature = "wss")]
+    #[error(transparent)]
+    Tls(#[from] bus_tls::TlsError),
     /// The WebSocket upgrade with a server failed or was refused.
     #[error("WebSocket upgrade with {addr} failed: {reason}")]
     Upgrade {

@@ -49,12 +49,15 @@ pub mod close;
 pub mod config;
 mod connector;
 mod error;
+mod io;
 mod listener;
 mod stream;
 mod upgrade;
 
 pub use config::{WsConnectorConfig, WsLimits, WsListenerConfig};
 pub use connector::connect;
+#[cfg(feature = "wss")]
+pub use connector::connect_tls;
 pub use error::WsError;
 pub use listener::WsListener;
 pub use stream::{WsConnection, WsReader, WsWriter};

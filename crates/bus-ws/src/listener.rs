@@ -9,14 +9,18 @@ use std::{io, net::SocketAddr, rc::Rc};
 use bus_core::transport::Listener;
 use bus_tcp::TcpListener;
 
-use crate::{WsConnection, WsError, WsLimits, WsListenerConfig, upgrade::UpgradePolicy};
+use crate::{
+    WsConnection, WsError, WsLimits, WsListenerConfig, stream::Security, upgrade::UpgradePolicy,
+};
 
-/// Accepts WebSocket connections for the bus.
+/// Accepts WebSocket connections (WS, or WSS with [`WsListener::bind_tls`])
+/// for the bus.
 #[derive(Debug)]
 pub struct WsListener {
     tcp: TcpListener,
     policy: Rc<UpgradePolicy>,
     limits: WsLimits,
+    security: Security,
 }
 
 impl WsListener {
@@ -26,6 +30,33 @@ impl WsListener {
     /// the bus's `max_message_size`; connections derive tungstenite's limits
     /// from the bus they are served by, whatever this config says.
     pub fn bind(config: &WsListenerConfig) -> Result<Self, WsError> {
+        Self::bind_with(config, Security::Plain)
+    }
+
+    /// Binds a WSS listener: each connection runs a TLS 1.3 handshake with
+    /// `tls` (the certificate current when it starts, so
+    /// [`ServerTls::reload`](bus_tls::ServerTls::reload) applies to new
+    /// connections), then the upgrade, both within the bus's
+    /// `handshake_grace`.
+    ///
+    /// `tls` must offer ALPN `http/1.1` (spec §7: browsers send it; a
+    /// client offering no ALPN is accepted too): build it with
+    /// `TlsServerConfig::alpn = vec![bus_tls::ALPN_HTTP1.to_vec()]`.
+    #[cfg(feature = "wss")]
+    pub fn bind_tls(config: &WsListenerConfig, tls: bus_tls::ServerTls) -> Result<Self, WsError> {
+        let alpn = tls.rustls_config().alpn_protocols.clone();
+        if !alpn.iter().any(|p| p == bus_tls::ALPN_HTTP1) {
+            let offered: Vec<_> = alpn.iter().map(|p| String::from_utf8_lossy(p)).collect();
+            return Err(WsError::config(
+                "tls.alpn",
+                format!("{offered:?}"),
+                "a list containing \"http/1.1\" (spec §7: WSS speaks HTTP's ALPN)",
+            ));
+        }
+        Self::bind_with(config, Security::ServerTls(tls))
+    }
+
+    fn bind_with(config: &WsListenerConfig, security: Security) -> Result<Self, WsError> {
         let tcp = TcpListener::bind(&config.tcp)?;
         Ok(Self {
             tcp,
@@ -34,6 +65,7 @@ impl WsListener {
                 allowed_origins: config.allowed_origins.clone(),
             }),
             limits: config.limits,
+            security,
         })
     }
 }
@@ -51,6 +83,7 @@ impl Listener for WsListener {
             peer,
             self.policy.clone(),
             self.limits,
+            self.security.clone(),
         ))
     }
 

@@ -48,47 +48,93 @@ use bus_core::{
     limits::HEADER_SIZE,
     transport::{Connection, ConnectionInfo, FrameReader, FrameWriter, TransportKind},
 };
-use compio::{
-    BufResult,
-    io::{AsyncRead, compat::AsyncStream},
-    net::TcpStream,
-    tls::MaybeTlsStream,
-};
+use compio::{BufResult, io::AsyncRead, net::TcpStream};
 use futures_util::{AsyncWrite as _, SinkExt, StreamExt};
 
 use crate::{
     close::{close_code, violation_close_code},
     config::WsLimits,
+    io::Io,
     upgrade::{CheckUpgrade, UpgradePolicy},
 };
-
-/// The byte stream under the WebSocket: compio's compat stream (plain) or a
-/// TLS stream (WSS).
-type Io = MaybeTlsStream<TcpStream>;
 
 /// Bytes read at a time when draining a connection whose WebSocket state
 /// machine has failed (only while closing).
 const DRAIN_CHUNK_BYTES: usize = 4 << 10;
 
 /// A WebSocket connection before its upgrade. [`Connection::establish`] runs
-/// the HTTP upgrade (server or client side).
+/// the TLS handshake (WSS) and the HTTP upgrade (server or client side), all
+/// within the one bound the caller puts on it (the bus: `handshake_grace`).
 #[derive(Debug)]
 pub struct WsConnection {
     stream: TcpStream,
     peer: SocketAddr,
     side: Side,
+    limits: WsLimits,
+    security: Security,
 }
 
 #[derive(Debug)]
 enum Side {
-    Server {
-        policy: Rc<UpgradePolicy>,
-        limits: WsLimits,
-    },
-    Client {
-        request: Box<ClientRequestBuilder>,
-        limits: WsLimits,
-    },
+    Server(Rc<UpgradePolicy>),
+    Client(Box<ClientRequestBuilder>),
+}
+
+/// The TLS layer under the WebSocket, if any (WSS).
+#[derive(Debug, Clone)]
+pub(crate) enum Security {
+    Plain,
+    #[cfg(feature = "wss")]
+    ServerTls(bus_tls::ServerTls),
+    #[cfg(feature = "wss")]
+    ClientTls(bus_tls::ClientTls),
+}
+
+impl Security {
+    fn kind(&self) -> TransportKind {
+        match self {
+            Self::Plain => TransportKind::Ws,
+            #[cfg(feature = "wss")]
+            Self::ServerTls(_) | Self::ClientTls(_) => TransportKind::Wss,
+        }
+    }
+
+    /// Runs the TLS handshake (WSS) and returns the stream to upgrade, with
+    /// the peer's verified certificate identity (mutual TLS).
+    #[cfg_attr(
+        not(feature = "wss"),
+        allow(clippy::unused_async, reason = "only the TLS arms await")
+    )]
+    async fn secure(
+        self,
+        stream: TcpStream,
+        limits: &WsLimits,
+    ) -> Result<(Io, Option<String>), Error> {
+        match self {
+            Self::Plain => {
+                let (base, cap) = limits.compat_buffers();
+                Ok((Io::plain(stream, base, cap), None))
+            }
+            #[cfg(feature = "wss")]
+            Self::ServerTls(tls) => {
+                let session = tls
+                    .accept(stream, limits.read_buffer_bytes)
+                    .await
+                    .map_err(|e| Error::Handshake(format!("TLS: {e}")))?;
+                let identity = session.peer_identity();
+                Ok((Io::Tls(Box::new(session)), identity))
+            }
+            #[cfg(feature = "wss")]
+            Self::ClientTls(tls) => {
+                let session = tls
+                    .handshake(stream)
+                    .await
+                    .map_err(|e| Error::Handshake(format!("TLS: {e}")))?;
+                let identity = session.peer_identity();
+                Ok((Io::Tls(Box::new(session)), identity))
+            }
+        }
+    }
 }
 
 impl WsConnection {
@@ -97,11 +143,14 @@ impl WsConnection {
         peer: SocketAddr,
         policy: Rc<UpgradePolicy>,
         limits: WsLimits,
+        security: Security,
     ) -> Self {
         Self {
             stream,
             peer,
-            side: Side::Server { policy, limits },
+            side: Side::Server(policy),
+            limits,
+            security,
         }
     }
 
@@ -110,14 +159,14 @@ impl WsConnection {
         peer: SocketAddr,
         request: ClientRequestBuilder,
         limits: WsLimits,
+        security: Security,
     ) -> Self {
         Self {
             stream,
             peer,
-            side: Side::Client {
-                request: Box::new(request),
-                limits,
-            },
+            side: Side::Client(Box::new(request)),
+            limits,
+            security,
         }
     }
 
@@ -132,49 +181,42 @@ impl Connection for WsConnection {
     type Writer = WsWriter;
 
     fn transport(&self) -> TransportKind {
-        TransportKind::Ws
+        self.security.kind()
     }
 
     fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
 
-    /// Runs the HTTP upgrade. `read_buffer_bytes` (the bus's stream read
-    /// buffer) is not used: WebSocket buffers come from
-    /// [`WsLimits`](crate::WsLimits).
+    /// Runs the TLS handshake (WSS), then the HTTP upgrade.
+    /// `read_buffer_bytes` (the bus's stream read buffer) is not used:
+    /// WebSocket buffers come from [`WsLimits`](crate::WsLimits).
     ///
     /// # Cancel safety
-    /// See [`Connection::establish`]: dropping it abandons the upgrade and
+    /// See [`Connection::establish`]: dropping it abandons the handshake and
     /// closes the socket.
     async fn establish(
         self,
         limits: DecodeLimits,
         _read_buffer_bytes: usize,
     ) -> Result<(WsReader, WsWriter, ConnectionInfo), Error> {
+        let kind = self.security.kind();
         let raw = self.stream.clone();
+        let config = self.limits.websocket_config(limits.max_message_size_bytes);
+        let (io, identity) = self.security.secure(self.stream, &self.limits).await?;
         let ws = match self.side {
-            Side::Server { policy, limits: ws } => {
-                let config = ws.websocket_config(limits.max_message_size_bytes);
-                let io = plain(self.stream, &ws);
-                async_tungstenite::accept_hdr_async_with_config(
-                    io,
-                    CheckUpgrade(policy),
-                    Some(config),
-                )
-                .await
-                .map_err(|e| Error::Handshake(format!("WebSocket upgrade: {e}")))?
-            }
-            Side::Client {
-                request,
-                limits: ws,
-            } => {
-                let config = ws.websocket_config(limits.max_message_size_bytes);
-                let io = plain(self.stream, &ws);
-                let (ws, _response) =
-                    async_tungstenite::client_async_with_config(*request, io, Some(config))
-                        .await
-                        .map_err(|e| Error::Handshake(format!("WebSocket upgrade: {e}")))?;
-                ws
+            Side::Server(policy) => async_tungstenite::accept_hdr_async_with_config(
+                io,
+                CheckUpgrade(policy),
+                Some(config),
+            )
+            .await
+            .map_err(|e| Error::Handshake(format!("WebSocket upgrade: {e}")))?,
+            Side::Client(request) => {
+                async_tungstenite::client_async_with_config(*request, io, Some(config))
+                    .await
+                    .map_err(|e| Error::Handshake(format!("WebSocket upgrade: {e}")))?
+                    .0
             }
         };
         let shared = Rc::new(Shared {
@@ -187,17 +229,10 @@ impl Connection for WsConnection {
             limits,
             fused: false,
         };
-        Ok((
-            reader,
-            WsWriter { shared },
-            ConnectionInfo::new(TransportKind::Ws, self.peer),
-        ))
+        let mut info = ConnectionInfo::new(kind, self.peer);
+        info.identity = identity;
+        Ok((reader, WsWriter { shared }, info))
     }
-}
-
-fn plain(stream: TcpStream, limits: &WsLimits) -> Io {
-    let (base, cap) = limits.compat_buffers();
-    MaybeTlsStream::new_plain_compat(AsyncStream::with_limits(base, cap, stream))
 }
 
 /// What both halves hold.
