@@ -16,6 +16,7 @@ pub mod pki;
 pub mod recorder;
 pub mod scenarios;
 pub mod transport;
+pub mod websocket;
 
 use std::{future::Future, time::Duration};
 

@@ -3,6 +3,7 @@
 use bus_tests::{scenarios, transport::Ws};
 
 bus_tests::transport_suite!(Ws);
+bus_tests::websocket_suite!(Ws);
 
 #[compio::test]
 async fn silent_peer_is_dropped_after_handshake_grace() {
