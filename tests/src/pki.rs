@@ -6,9 +6,7 @@ use std::{
     sync::OnceLock,
 };
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// A certificate and key on disk.
 #[derive(Debug, Clone)]

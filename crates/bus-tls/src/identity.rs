@@ -44,7 +44,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (bytes, after) = rest.split_at(count);
         rest = after;
-        bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
     };
     if rest.len() < len {
         return None;
@@ -97,15 +99,15 @@ mod tests {
 
     #[test]
     fn common_name_and_alternative_names_are_listed() {
-        let mut params = rcgen::CertificateParams::new(vec!["alice.example".to_owned()])
-            .expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["alice.example".to_owned()]).expect("params");
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "alice");
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::URI("spiffe://prod/alice".try_into().expect("uri")));
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://prod/alice".try_into().expect("uri"),
+        ));
         assert_eq!(
             identity_of(&cert(&params)).as_deref(),
             Some("CN=alice, DNS=alice.example, URI=spiffe://prod/alice")

@@ -15,7 +15,7 @@ use crate::{
     TlsError,
     certs::{self, SelfSignedPaths},
     provider::crypto_provider,
-    stream::{TlsStream, adapt},
+    stream::{TlsStream, adapt, send_alert},
 };
 
 /// The ALPN protocol of the bus on TLS and QUIC (spec §7).
@@ -117,16 +117,14 @@ pub fn build_server_config(
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let roots = certs::load_roots(ca)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                crypto_provider(),
-            )
-            .build()
-            .map_err(|err| TlsError::Invalid {
-                what: "CA",
-                path: ca.clone(),
-                problem: format!("cannot verify clients with it: {err}"),
-            })?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+                    .build()
+                    .map_err(|err| TlsError::Invalid {
+                        what: "CA",
+                        path: ca.clone(),
+                        problem: format!("cannot verify clients with it: {err}"),
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -250,8 +248,11 @@ impl ServerTls {
         S::WriteHalf: AsyncWrite + Unpin,
     {
         let acceptor = futures_rustls::TlsAcceptor::from(self.rustls_config());
-        let session = acceptor.accept(adapt(stream, buffer_bytes)).await?;
-        Ok(TlsStream::new(session.into()))
+        let accept = acceptor.accept(adapt(stream, buffer_bytes)).into_fallible();
+        match accept.await {
+            Ok(session) => Ok(TlsStream::new(session.into())),
+            Err((err, io)) => Err(send_alert(err, io).await),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

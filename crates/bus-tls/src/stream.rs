@@ -19,10 +19,14 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use bus_core::{Decoder, Error, Frame, GoodbyeReason, transport::FrameReader, transport::FrameWriter};
+use bus_core::{
+    Decoder, Error, Frame, GoodbyeReason, transport::FrameReader, transport::FrameWriter,
+};
 use compio::{
     BufResult,
-    io::{AsyncRead as CompioRead, AsyncWrite as CompioWrite, compat::AsyncStream, util::Splittable},
+    io::{
+        AsyncRead as CompioRead, AsyncWrite as CompioWrite, compat::AsyncStream, util::Splittable,
+    },
     net::TcpStream,
 };
 use futures_util::io::{AsyncRead, AsyncWrite};
@@ -49,6 +53,19 @@ pub(crate) fn adapt<S: Splittable>(stream: S, buffer_bytes: usize) -> Io<S> {
         base.saturating_mul(ADAPTER_GROWTH),
         stream,
     ))
+}
+
+/// After a failed handshake: pushes out the alert rustls queued (it sits in
+/// the adapter's buffer), so the peer learns why (for example
+/// `no_application_protocol`) instead of seeing a bare close. Best effort;
+/// the caller's handshake bound still applies. Returns the handshake error.
+pub(crate) async fn send_alert<S>(err: io::Error, mut io: Io<S>) -> io::Error
+where
+    S: Splittable + 'static,
+    S::WriteHalf: CompioWrite + Unpin,
+{
+    let _ = futures_util::AsyncWriteExt::close(&mut io).await;
+    err
 }
 
 /// An established TLS 1.3 session over `S` (a TCP socket by default).
@@ -307,4 +324,3 @@ impl FrameWriter for TlsWriter {
         std::future::poll_fn(|cx| with_stream(&self.stream, cx, AsyncWrite::poll_close)).await
     }
 }
-
