@@ -164,7 +164,7 @@ async fn mutual_tls_refuses_a_client_without_certificate() {
             let mut client = TlsClient::new(session);
             match client.recv().await {
                 Err(Error::Io(err)) => {
-                    assert!(err.to_string().contains("CertificateRequired"), "{err}")
+                    assert!(err.to_string().contains("CertificateRequired"), "{err}");
                 }
                 other => panic!("expected the server's alert, got {other:?}"),
             }
