@@ -17,7 +17,7 @@ use rustls::{ClientConfig, pki_types::ServerName};
 use crate::{
     ALPN_BUS, TlsError, certs,
     provider::crypto_provider,
-    stream::{self, TlsReader, TlsStream, TlsWriter, adapt},
+    stream::{self, TlsReader, TlsStream, TlsWriter, adapt, send_alert},
 };
 
 /// Default bound on a client's TLS handshake.
@@ -131,10 +131,13 @@ impl ClientTls {
         S::WriteHalf: AsyncWrite + Unpin,
     {
         let connector = futures_rustls::TlsConnector::from(self.rustls.clone());
-        let session = connector
+        let connect = connector
             .connect(self.server_name.clone(), adapt(stream, self.buffer_bytes))
-            .await?;
-        Ok(TlsStream::new(session.into()))
+            .into_fallible();
+        match connect.await {
+            Ok(session) => Ok(TlsStream::new(session.into())),
+            Err((err, io)) => Err(send_alert(err, io).await),
+        }
     }
 
     /// Connects to `addr` and completes the handshake, each step bounded.

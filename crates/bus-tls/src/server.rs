@@ -15,7 +15,7 @@ use crate::{
     TlsError,
     certs::{self, SelfSignedPaths},
     provider::crypto_provider,
-    stream::{TlsStream, adapt},
+    stream::{TlsStream, adapt, send_alert},
 };
 
 /// The ALPN protocol of the bus on TLS and QUIC (spec §7).
@@ -248,8 +248,11 @@ impl ServerTls {
         S::WriteHalf: AsyncWrite + Unpin,
     {
         let acceptor = futures_rustls::TlsAcceptor::from(self.rustls_config());
-        let session = acceptor.accept(adapt(stream, buffer_bytes)).await?;
-        Ok(TlsStream::new(session.into()))
+        let accept = acceptor.accept(adapt(stream, buffer_bytes)).into_fallible();
+        match accept.await {
+            Ok(session) => Ok(TlsStream::new(session.into())),
+            Err((err, io)) => Err(send_alert(err, io).await),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

@@ -55,6 +55,19 @@ pub(crate) fn adapt<S: Splittable>(stream: S, buffer_bytes: usize) -> Io<S> {
     ))
 }
 
+/// After a failed handshake: pushes out the alert rustls queued (it sits in
+/// the adapter's buffer), so the peer learns why (for example
+/// `no_application_protocol`) instead of seeing a bare close. Best effort;
+/// the caller's handshake bound still applies. Returns the handshake error.
+pub(crate) async fn send_alert<S>(err: io::Error, mut io: Io<S>) -> io::Error
+where
+    S: Splittable + 'static,
+    S::WriteHalf: CompioWrite + Unpin,
+{
+    let _ = futures_util::AsyncWriteExt::close(&mut io).await;
+    err
+}
+
 /// An established TLS 1.3 session over `S` (a TCP socket by default).
 ///
 /// It implements the `futures-io` `AsyncRead`/`AsyncWrite` traits, whose
