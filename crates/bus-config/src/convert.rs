@@ -1,8 +1,7 @@
 //! Conversions from the TOML schema into the runtime config types of the
 //! crates that run the bus.
 //!
-//! Sections without a runtime type yet (TLS, WebSocket, QUIC, shards,
-//! replicas, admin) are read from the public fields directly until their
+//! Sections without a runtime type yet (QUIC, shards, replicas, admin) are read from the public fields directly until their
 //! transport crates define one.
 
 use std::{num::NonZeroUsize, thread};
@@ -83,6 +82,48 @@ impl Config {
         let mut config = bus_tls::TlsServerConfig::new(certificate);
         config.client_ca.clone_from(&tls.client_ca);
         config.keylog = tls.keylog;
+        config
+    }
+
+    /// The server-side settings of the WebSocket listener (`[ws]`, with the
+    /// `[tcp]` backlog and `TCP_NODELAY`).
+    #[cfg(feature = "ws")]
+    pub fn ws_listener_config(&self) -> bus_ws::WsListenerConfig {
+        self.ws_section_config(&self.ws)
+    }
+
+    /// The server-side settings of the WebSocket-over-TLS listener
+    /// (`[wss]`); its TLS comes from [`Config::wss_server_config`].
+    #[cfg(feature = "ws")]
+    pub fn wss_listener_config(&self) -> bus_ws::WsListenerConfig {
+        self.ws_section_config(&self.wss)
+    }
+
+    /// The `[tls]` certificate for the WSS listener, offering ALPN
+    /// `http/1.1` instead of `bus.v1` (spec §7).
+    #[cfg(feature = "wss")]
+    pub fn wss_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
+        let mut config = self.tls_server_config(data_dir);
+        config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
+        config
+    }
+
+    #[cfg(feature = "ws")]
+    fn ws_section_config(&self, section: &crate::WsSection) -> bus_ws::WsListenerConfig {
+        let mut tcp = self.tcp_listener_config();
+        tcp.listen = section.listen;
+        let mut config = bus_ws::WsListenerConfig::new(section.listen);
+        config.tcp = tcp;
+        config.path.clone_from(&section.path);
+        config.allowed_origins.clone_from(&section.allowed_origins);
+        // Saturated like `bus_config`, so the runtime check still refuses a
+        // value edited out of range in code.
+        config.limits.read_buffer_bytes =
+            usize::try_from(section.read_buffer.bytes()).unwrap_or(usize::MAX);
+        config.limits.write_buffer_bytes =
+            usize::try_from(section.write_buffer.bytes()).unwrap_or(usize::MAX);
+        config.limits.max_frame_size_bytes =
+            u32::try_from(section.max_frame_size.bytes()).unwrap_or(u32::MAX);
         config
     }
 

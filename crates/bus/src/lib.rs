@@ -34,6 +34,8 @@
 //! |----------|---------|---------|
 //! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
 //! | `tls`    | no      | [`tls`]: TLS 1.3 listener and connector, certificates, mutual TLS, reload (`bus-tls`); turns on `tcp` |
+//! | `ws`     | no      | [`ws`]: WebSocket listener and connector (`bus-ws`); turns on `tcp` |
+//! | `wss`    | no      | WebSocket over TLS 1.3 in [`ws`] (`WsListener::bind_tls`, `connect_tls`); turns on `ws` and `tls` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
 //! | `full`   | no      | everything above |
 //!
@@ -62,6 +64,10 @@ pub use bus_tcp as tcp;
 #[cfg(feature = "tls")]
 #[doc(inline)]
 pub use bus_tls as tls;
+
+#[cfg(feature = "ws")]
+#[doc(inline)]
+pub use bus_ws as ws;
 
 #[cfg(feature = "config")]
 #[doc(inline)]

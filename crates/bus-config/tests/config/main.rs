@@ -4,3 +4,4 @@ mod defaults;
 mod load;
 mod tls;
 mod validate;
+mod ws;
