@@ -1,6 +1,6 @@
-//! End-to-end loopback benchmark over TCP and TLS: a bus echoing sealed
-//! frames on one thread, a load generator on another, each on its own compio
-//! runtime.
+//! End-to-end loopback benchmark over TCP, TLS, WS and WSS: a bus echoing
+//! sealed frames on one thread, a load generator on another, each on its own
+//! compio runtime.
 //!
 //! For each case (frame size × connections) every connection keeps `depth`
 //! requests in flight; the generator writes replacements for every batch of
@@ -8,11 +8,18 @@
 //! counted once) and p50/p99 round-trip latency. Run with
 //! `cargo xtask bench` (release build); `--seconds N` sets each case's
 //! measuring time (default 3), `--quick` runs 1 s per case, `--transport
-//! tcp|tls|all` picks the transports (default all). Each TLS row also shows
-//! its ratio to the TCP row of the same case.
+//! tcp|tls|ws|wss|all` picks the transports (default all). Each non-TCP row
+//! also shows its ratio to the TCP row of the same case.
+//!
+//! `--idle N` (default 1000, 0 skips it) then opens N idle connections per
+//! transport and reports the server's heap per connection: a counting
+//! allocator tracks the live bytes allocated by the server thread, sampled
+//! before and after the bus registered the N connections. Kernel socket
+//! buffers are not included.
 
 use std::{
-    cell::RefCell,
+    alloc::{GlobalAlloc, Layout, System},
+    cell::{Cell, RefCell},
     net::SocketAddr,
     rc::Rc,
     sync::mpsc,
@@ -26,6 +33,48 @@ use compio::{
     net::TcpStream,
 };
 use hdrhistogram::Histogram;
+
+/// Counts the live heap bytes each thread allocated (and freed itself).
+struct CountingAllocator;
+
+thread_local! {
+    static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
+}
+
+#[allow(
+    clippy::cast_possible_wrap,
+    reason = "an allocation never exceeds isize::MAX bytes"
+)]
+fn count(delta: usize, sign: i64) {
+    // `try_with`: allocations during thread teardown are not counted.
+    let _ = LIVE_BYTES.try_with(|live| live.set(live.get() + sign * delta as i64));
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counter only observes sizes.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size(), 1);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(layout.size(), -1);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(layout.size(), -1);
+        count(new_size, 1);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const ECHO: u8 = 16;
 const DEPTH: usize = 32;
@@ -55,13 +104,19 @@ fn echo(bus: &Bus, from: Peer, frame: Frame) {
 enum Transport {
     Tcp,
     Tls,
+    Ws,
+    Wss,
 }
 
 impl Transport {
+    const ALL: [Self; 4] = [Self::Tcp, Self::Tls, Self::Ws, Self::Wss];
+
     fn name(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",
             Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
         }
     }
 }
@@ -70,18 +125,28 @@ impl Transport {
 struct Addrs {
     tcp: SocketAddr,
     tls: SocketAddr,
+    ws: SocketAddr,
+    wss: SocketAddr,
     /// The self-signed certificate the TLS listener serves.
     cert: std::path::PathBuf,
 }
 
-/// Starts the server thread; returns its addresses and a stopper.
-fn server() -> (
-    Addrs,
-    mpsc::Sender<()>,
-    std::thread::JoinHandle<bus::BusStats>,
-) {
+/// What the server thread reports when probed: its live heap bytes and
+/// how many connections its bus holds.
+type Probe = (i64, usize);
+
+/// The server thread's controls: stop it, or probe it.
+struct Server {
+    stop: mpsc::Sender<()>,
+    probe: mpsc::Sender<mpsc::Sender<Probe>>,
+    handle: std::thread::JoinHandle<bus::BusStats>,
+}
+
+/// Starts the server thread; returns its addresses and its controls.
+fn server() -> (Addrs, Server) {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (probe_tx, probe_rx) = mpsc::channel::<mpsc::Sender<Probe>>();
     let handle = std::thread::spawn(move || {
         let runtime = compio::runtime::Runtime::new().expect("runtime");
         println!("server I/O driver: {:?}", runtime.driver_type());
@@ -100,9 +165,34 @@ fn server() -> (
             let listener = bus::tls::TlsListener::bind(&config, tls).expect("bind");
             let tls = bus::transport::Listener::local_addr(&listener).expect("addr");
             bus.serve(listener).expect("serve");
-            addr_tx.send(Addrs { tcp, tls, cert }).expect("send");
-            // Poll for the stop request without blocking the runtime.
+            let ws_config = bus::ws::WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+            let listener = bus::ws::WsListener::bind(&ws_config).expect("bind");
+            let ws = bus::transport::Listener::local_addr(&listener).expect("addr");
+            bus.serve(listener).expect("serve");
+            let mut wss_tls = bus::tls::TlsServerConfig::new(bus::tls::CertificateSource::Files {
+                cert: cert.clone(),
+                key: cert.with_file_name("key.pem"),
+            });
+            wss_tls.alpn = vec![bus::tls::ALPN_HTTP1.to_vec()];
+            let wss_tls = bus::tls::ServerTls::new(&wss_tls).expect("WSS certificate");
+            let listener = bus::ws::WsListener::bind_tls(&ws_config, wss_tls).expect("bind");
+            let wss = bus::transport::Listener::local_addr(&listener).expect("addr");
+            bus.serve(listener).expect("serve");
+            addr_tx
+                .send(Addrs {
+                    tcp,
+                    tls,
+                    ws,
+                    wss,
+                    cert,
+                })
+                .expect("send");
+            // Poll for requests without blocking the runtime.
             while stop_rx.try_recv().is_err() {
+                while let Ok(reply) = probe_rx.try_recv() {
+                    let live = LIVE_BYTES.with(Cell::get);
+                    let _ = reply.send((live, bus.stats().connections));
+                }
                 compio::runtime::time::sleep(Duration::from_millis(20)).await;
             }
             let stats = bus.stats();
@@ -110,7 +200,37 @@ fn server() -> (
             stats
         })
     });
-    (addr_rx.recv().expect("server address"), stop_tx, handle)
+    let server = Server {
+        stop: stop_tx,
+        probe: probe_tx,
+        handle,
+    };
+    (addr_rx.recv().expect("server address"), server)
+}
+
+impl Server {
+    fn probe(&self) -> Probe {
+        let (tx, rx) = mpsc::channel();
+        self.probe.send(tx).expect("server alive");
+        rx.recv().expect("probe answer")
+    }
+
+    /// Probes until the bus holds `connections` (bounded: 30 s).
+    fn probe_when(&self, connections: usize) -> Probe {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = self.probe();
+            if probe.1 == connections {
+                return probe;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bus holds {} connections, expected {connections}",
+                probe.1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn request_frame(body: usize, sent_at_nanos: u64) -> Frame {
@@ -128,10 +248,31 @@ fn nanos_since(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
 }
 
+/// A WebSocket client's byte stream.
+trait WsIo: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin + 'static {}
+impl<S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin + 'static> WsIo for S {}
+
+type WsStream = async_tungstenite::WebSocketStream<Box<dyn WsIo>>;
+
 /// The load generator's side of one connection.
 enum Client {
     Tcp { rx: TcpStream, tx: TcpStream },
     Tls(Box<bus::tls::TlsStream>),
+    Ws(Box<WsStream>),
+}
+
+/// Upgrades `io` on `/` with the bus subprotocol.
+async fn upgrade(io: Box<dyn WsIo>, addr: SocketAddr, scheme: &str) -> WsStream {
+    let uri = format!("{scheme}://{addr}/").parse().expect("uri");
+    let request =
+        async_tungstenite::tungstenite::ClientRequestBuilder::new(uri).with_sub_protocol("bus.v1");
+    let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    async_tungstenite::client_async_with_config(request, io, Some(config))
+        .await
+        .expect("upgrade")
+        .0
 }
 
 impl Client {
@@ -147,6 +288,20 @@ impl Client {
                 let config = bus::tls::TlsClientConfig::new(&addrs.cert, "localhost");
                 let tls = bus::tls::ClientTls::new(&config).expect("client TLS");
                 Self::Tls(Box::new(tls.connect(addrs.tls).await.expect("TLS connect")))
+            }
+            Transport::Ws => {
+                let stream = TcpStream::connect(addrs.ws).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let io = Box::new(compio::io::compat::AsyncStream::new(stream));
+                let io: Box<dyn WsIo> = Box::new(Box::into_pin(io));
+                Self::Ws(Box::new(upgrade(io, addrs.ws, "ws").await))
+            }
+            Transport::Wss => {
+                let mut config = bus::tls::TlsClientConfig::new(&addrs.cert, "localhost");
+                config.alpn = vec![bus::tls::ALPN_HTTP1.to_vec()];
+                let tls = bus::tls::ClientTls::new(&config).expect("client TLS");
+                let session = tls.connect(addrs.wss).await.expect("TLS connect");
+                Self::Ws(Box::new(upgrade(Box::new(session), addrs.wss, "wss").await))
             }
         }
     }
@@ -164,6 +319,15 @@ impl Client {
                 }
                 stream.flush().await.expect("flush");
             }
+            Self::Ws(ws) => {
+                use futures_util::SinkExt;
+                for frame in &frames {
+                    let message =
+                        async_tungstenite::tungstenite::Message::binary(frame.as_bytes().to_vec());
+                    ws.feed(message).await.expect("write");
+                }
+                ws.flush().await.expect("flush");
+            }
         }
     }
 
@@ -180,6 +344,20 @@ impl Client {
                 let n = stream.read(&mut buf).await.expect("read");
                 buf.truncate(n);
                 (n, buf)
+            }
+            // One message (one frame) per call.
+            Self::Ws(ws) => {
+                use futures_util::StreamExt;
+                loop {
+                    match ws.next().await.expect("open").expect("read") {
+                        async_tungstenite::tungstenite::Message::Binary(bytes) => {
+                            buf.clear();
+                            buf.extend_from_slice(&bytes);
+                            return (buf.len(), buf);
+                        }
+                        other => assert!(!other.is_close(), "server closed"),
+                    }
+                }
             }
         }
     }
@@ -271,11 +449,32 @@ fn run_case(transport: Transport, addrs: &Addrs, case: &Case, measure: Duration)
     })
 }
 
+/// Opens `n` idle connections and returns the server's heap growth per
+/// connection, in bytes.
 #[allow(clippy::cast_precision_loss, reason = "figures for humans")]
-fn main() {
+fn idle_memory(transport: Transport, addrs: &Addrs, server: &Server, n: usize) -> f64 {
+    let before = server.probe_when(0);
+    let runtime = compio::runtime::Runtime::new().expect("runtime");
+    let per_connection = runtime.block_on(async {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(Client::connect(transport, addrs).await);
+        }
+        let after = server.probe_when(n);
+        drop(clients);
+        (after.0 - before.0) as f64 / n as f64
+    });
+    drop(runtime);
+    server.probe_when(0);
+    per_connection
+}
+
+/// `--quick`, `--seconds N`, `--transport NAME`, `--idle N`.
+fn parse_args() -> (Duration, Vec<Transport>, usize) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut measure = Duration::from_secs(3);
-    let mut transports = vec![Transport::Tcp, Transport::Tls];
+    let mut transports = Transport::ALL.to_vec();
+    let mut idle: usize = 1000;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -285,19 +484,35 @@ fn main() {
                 measure = Duration::from_secs(s);
             }
             "--transport" => {
-                transports = match it.next().map(String::as_str) {
-                    Some("tcp") => vec![Transport::Tcp],
-                    Some("tls") => vec![Transport::Tls],
-                    Some("all") => vec![Transport::Tcp, Transport::Tls],
-                    other => panic!("--transport tcp|tls|all, not {other:?}"),
+                let name = it.next().map(String::as_str);
+                transports = match name {
+                    Some("all") => Transport::ALL.to_vec(),
+                    _ => vec![
+                        *Transport::ALL
+                            .iter()
+                            .find(|t| Some(t.name()) == name)
+                            .unwrap_or_else(|| {
+                                panic!("--transport tcp|tls|ws|wss|all, not {name:?}")
+                            }),
+                    ],
                 };
             }
+            "--idle" => {
+                idle = it.next().and_then(|v| v.parse().ok()).expect("--idle N");
+            }
             other => panic!(
-                "unknown argument {other}; use --quick, --seconds N or --transport tcp|tls|all"
+                "unknown argument {other}; use --quick, --seconds N, --idle N or \
+                 --transport tcp|tls|ws|wss|all"
             ),
         }
     }
-    let (addrs, stop, server) = server();
+    (measure, transports, idle)
+}
+
+#[allow(clippy::cast_precision_loss, reason = "figures for humans")]
+fn main() {
+    let (measure, transports, idle) = parse_args();
+    let (addrs, server) = server();
     let cases = [
         Case {
             frame_bytes: 256,
@@ -353,8 +568,19 @@ fn main() {
             );
         }
     }
-    stop.send(()).expect("stop server");
-    let stats = server.join().expect("server thread");
+    if idle > 0 {
+        println!("server heap per idle connection ({idle} connections, after the handshake):");
+        for &transport in &transports {
+            let per_connection = idle_memory(transport, &addrs, &server, idle);
+            println!(
+                "{:>5} {:>10.1} KiB",
+                transport.name(),
+                per_connection / 1024.0
+            );
+        }
+    }
+    server.stop.send(()).expect("stop server");
+    let stats = server.handle.join().expect("server thread");
     println!(
         "server: {} frames in, {} out, average write batch {:.1} frames, {} queue-full",
         stats.frames_in,

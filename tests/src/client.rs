@@ -289,9 +289,12 @@ impl WsClient<bus_tls::TlsStream> {
         let session = within("wss connect", tls.connect(addr))
             .await
             .expect("wss TLS connect");
-        Self::upgrade(session, &ws_request(addr, "/", &[PROTOCOL_ID], None))
-            .await
-            .expect("WebSocket upgrade over TLS")
+        Box::pin(Self::upgrade(
+            session,
+            &ws_request(addr, "/", &[PROTOCOL_ID], None),
+        ))
+        .await
+        .expect("WebSocket upgrade over TLS")
     }
 }
 

@@ -170,7 +170,7 @@ impl TestTransport for Wss {
     }
 
     async fn connect(addr: SocketAddr) -> WssClient {
-        WssClient::connect_tls(&Self::client_tls(), addr).await
+        Box::pin(WssClient::connect_tls(&Self::client_tls(), addr)).await
     }
 }
 
