@@ -166,6 +166,12 @@ fn server() -> (Addrs, Server) {
             let tls = bus::transport::Listener::local_addr(&listener).expect("addr");
             bus.serve(listener).expect("serve");
             let ws_config = bus::ws::WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+            let mut ws_config = ws_config;
+            if let Ok(kib) = std::env::var("BENCH_WS_BUFFER_KIB") {
+                let bytes = kib.parse::<usize>().expect("KiB") << 10;
+                ws_config.limits.read_buffer_bytes = bytes;
+                ws_config.limits.write_buffer_bytes = bytes;
+            }
             let listener = bus::ws::WsListener::bind(&ws_config).expect("bind");
             let ws = bus::transport::Listener::local_addr(&listener).expect("addr");
             bus.serve(listener).expect("serve");
@@ -345,19 +351,26 @@ impl Client {
                 buf.truncate(n);
                 (n, buf)
             }
-            // One message (one frame) per call.
+            // Every message already received (one frame each), like one
+            // socket read on a stream: the first awaited, the rest taken
+            // only if ready (`next` on a WebSocket is cancel safe).
             Self::Ws(ws) => {
-                use futures_util::StreamExt;
-                loop {
-                    match ws.next().await.expect("open").expect("read") {
-                        async_tungstenite::tungstenite::Message::Binary(bytes) => {
-                            buf.clear();
-                            buf.extend_from_slice(&bytes);
-                            return (buf.len(), buf);
-                        }
+                use async_tungstenite::tungstenite::Message;
+                use futures_util::{FutureExt, StreamExt};
+                buf.clear();
+                let mut next = Some(ws.next().await);
+                while let Some(item) = next {
+                    match item.expect("open").expect("read") {
+                        Message::Binary(bytes) => buf.extend_from_slice(&bytes),
                         other => assert!(!other.is_close(), "server closed"),
                     }
+                    next = if buf.is_empty() {
+                        Some(ws.next().await)
+                    } else {
+                        ws.next().now_or_never()
+                    };
                 }
+                (buf.len(), buf)
             }
         }
     }
