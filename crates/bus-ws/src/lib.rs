@@ -3,9 +3,12 @@
 //!
 //! [`WsListener`] accepts TCP connections and runs the HTTP/1.1 upgrade
 //! inside the bus's `handshake_grace` (path, `Sec-WebSocket-Protocol:
-//! bus.v1`, optional Origin allow-list; see [`upgrade`](crate#upgrade));
+//! bus.v1`, optional Origin allow-list; see [Upgrade](#upgrade));
 //! [`connect`] dials a server. Both yield a [`WsConnection`] implementing
-//! the transport traits of `bus-core`.
+//! the transport traits of `bus-core`. With feature `wss`,
+//! `WsListener::bind_tls` and `connect_tls` run the same over TLS 1.3
+//! (`bus-tls`, ALPN `http/1.1`); the TLS handshake happens in `establish`
+//! too, under the same bound.
 //!
 //! ```no_run
 //! use bus_core::{Bus, BusConfig, Frame, Peer};
@@ -41,8 +44,15 @@
 //! `size` closes with 1002, a text message with 1003; the mapping of every
 //! close cause to a close code is in [`close`].
 //!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---------|---------|
+//! | `wss`   | WebSocket over TLS 1.3 on `bus-tls`: `WsListener::bind_tls`, `connect_tls` |
+//!
 //! # What this crate does not do
-//! No `permessage-deflate`, no HTTP beyond the upgrade, no TLS of its own.
+//! No `permessage-deflate`, no HTTP beyond the upgrade, no TLS of its own
+//! (certificates, reload and mutual TLS are `bus-tls`'s).
 #![deny(missing_docs)]
 
 pub mod close;
