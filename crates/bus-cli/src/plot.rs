@@ -28,7 +28,8 @@ fn points(r: &BenchResult) -> [u64; 5] {
 pub fn latency_svg(results: &[BenchResult]) -> String {
     let max = results.iter().flat_map(points).max().unwrap_or(1).max(10);
     // Decades from 1 µs up to the first power of ten above the maximum.
-    let decades = (max as f64).log10().ceil().max(1.0);
+    let decade_count = max.ilog10() + 1;
+    let decades = f64::from(decade_count);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |i: usize| LEFT + plot_w * i as f64 / (PERCENTILES.len() - 1) as f64;
@@ -46,7 +47,7 @@ pub fn latency_svg(results: &[BenchResult]) -> String {
     );
     // Horizontal grid, one line per decade.
     let mut decade = 1u64;
-    for d in 0..=decades as u32 {
+    for d in 0..=decade_count {
         let gy = TOP + plot_h * (1.0 - f64::from(d) / decades);
         let _ = writeln!(
             svg,

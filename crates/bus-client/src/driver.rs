@@ -325,13 +325,14 @@ fn dispatch(inner: &Inner, request: u64, frame: Frame) {
     }
 }
 
-fn pong_for(ping: &Frame) -> Frame {
-    let mut pong = bus_core::FrameMut::new(Command::Pong, 0);
-    let header = pong.header_mut();
-    header.set_request(ping.header().request());
-    *header.command_area_mut() = *ping.header().command_area();
-    pong.seal();
-    pong.freeze()
+/// `Pong` with the `Ping`'s `request` and `command_area` (spec §2).
+fn pong_for(probe: &Frame) -> Frame {
+    let mut answer = bus_core::FrameMut::new(Command::Pong, 0);
+    let header = answer.header_mut();
+    header.set_request(probe.header().request());
+    *header.command_area_mut() = *probe.header().command_area();
+    answer.seal();
+    answer.freeze()
 }
 
 async fn write_loop<W: FrameWriter>(inner: &Inner, writer: &mut W) -> io::Result<()> {

@@ -54,6 +54,10 @@ impl Scheme {
     }
 
     /// Whether this build of the client can connect with this scheme.
+    #[allow(
+        clippy::match_like_matches_macro,
+        reason = "one arm per transport, added as each lands"
+    )]
     pub const fn is_available(self) -> bool {
         match self {
             Self::Tcp => cfg!(feature = "tcp"),

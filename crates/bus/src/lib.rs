@@ -34,6 +34,7 @@
 //! |----------|---------|---------|
 //! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
+//! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -61,3 +62,10 @@ pub use bus_tcp as tcp;
 #[cfg(feature = "config")]
 #[doc(inline)]
 pub use bus_config as config;
+
+#[cfg(feature = "client")]
+#[doc(inline)]
+pub use bus_client as client;
+#[cfg(feature = "client")]
+#[doc(no_inline)]
+pub use bus_client::{Client, ClientError, ClientOptions};

@@ -1,6 +1,11 @@
 //! The admin endpoint of a `bus serve` process: `/healthz`, `/metrics`
 //! (checked against the Prometheus text format) and `/connz`.
 
+#![allow(
+    clippy::float_cmp,
+    reason = "the counters compared are small integers, exact in f64"
+)]
+
 use std::collections::{HashMap, HashSet};
 
 use bus_cli::node::ECHO;
@@ -55,23 +60,23 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
                 && !name.starts_with(|c: char| c.is_ascii_digit()),
             "bad metric name: {line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .unwrap_or_else(|| panic!("bad labels: {line}"));
-                for pair in inner.split(',') {
-                    let (key, quoted) = pair.split_once('=').expect("label=value");
-                    assert!(
-                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "bad label name: {line}"
-                    );
-                    assert!(
-                        quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'),
-                        "label value not quoted: {line}"
-                    );
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("bad labels: {line}"));
+            for pair in inner.split(',') {
+                let (key, quoted) = pair.split_once('=').expect("label=value");
+                assert!(
+                    key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "bad label name: {line}"
+                );
+                assert!(
+                    quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'),
+                    "label value not quoted: {line}"
+                );
             }
         }
         assert!(typed.contains(name), "sample before its # TYPE: {line}");
