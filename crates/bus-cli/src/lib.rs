@@ -11,7 +11,7 @@
 //! - [`transports`]: which transports this build has and how each is bound;
 //!   the one place a new transport is wired in.
 //! - [`admin`]: `/healthz`, `/metrics`, `/connz` over a bounded HTTP/1.1.
-//! - [`serve`], [`ping`], [`bench`]: the subcommands; [`cli`]: their flags.
+//! - [`serve`], [`ping`], [`bench`](mod@bench): the subcommands; [`cli`]: their flags.
 //!
 //! ```text
 //! bus serve                                   # embedded defaults: tcp://127.0.0.1:7070
