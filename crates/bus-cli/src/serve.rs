@@ -166,6 +166,7 @@ fn init_logging(level: LogLevel) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -3,11 +3,13 @@
 //!
 //! compio installs its handler for a signal only while a listener future
 //! for it exists and has been polled, and restores the default action (which
-//! for all three is to terminate) when the last one is dropped. So
-//! [`Signals::install`] polls one listener per signal before the node says
-//! it is ready, and each listener is replaced by a fresh, already polled one
-//! before [`Signals::next`] returns, so a signal never finds the default
-//! action while the node runs.
+//! for all three is to terminate) when the last one is dropped; a listener
+//! that fires drops its registration as it completes. So
+//! [`Signals::install`] registers two listeners per signal before the node
+//! says it is ready: one that is waited on and replaced each time it fires,
+//! and a keeper that is never waited on and lives as long as `Signals`, so
+//! the handler stays installed between a signal and the re-arm and a second
+//! signal never meets the default action.
 
 use std::{future::Future, io, pin::Pin};
 
@@ -48,6 +50,8 @@ type Listener = Pin<Box<dyn Future<Output = io::Result<()>>>>;
 /// Installed listeners for SIGINT, SIGTERM and SIGHUP.
 pub struct Signals {
     listeners: [Listener; 3],
+    /// Keep the handlers installed; never polled after installation.
+    _keepers: [Listener; 3],
 }
 
 impl std::fmt::Debug for Signals {
@@ -62,12 +66,20 @@ impl Signals {
     /// Installs the handlers; from its return on, the three signals are
     /// caught.
     pub async fn install() -> io::Result<Self> {
+        let keepers = [
+            armed(Signal::Interrupt).await?,
+            armed(Signal::Terminate).await?,
+            armed(Signal::Hangup).await?,
+        ];
         let listeners = [
             armed(Signal::Interrupt).await?,
             armed(Signal::Terminate).await?,
             armed(Signal::Hangup).await?,
         ];
-        Ok(Self { listeners })
+        Ok(Self {
+            listeners,
+            _keepers: keepers,
+        })
     }
 
     /// Waits for the next signal.

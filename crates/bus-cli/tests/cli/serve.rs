@@ -249,3 +249,25 @@ fn bench_against_a_target_writes_a_plot() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("<polyline"), "one series per transport");
 }
+
+#[compio::test]
+async fn sighup_reloads_without_stopping_the_node() {
+    let mut node = ServeProcess::start(&["--tcp", "127.0.0.1:0"]);
+    // Back to back: the second must not meet the default action (terminate).
+    node.signal(libc::SIGHUP);
+    node.signal(libc::SIGHUP);
+    let client = within(
+        "connect",
+        Client::connect(&node.url(), ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
+    within("ping", client.ping())
+        .await
+        .expect("the node still answers");
+    client.close().await;
+    node.signal(libc::SIGHUP);
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(8) + STEP);
+    assert!(status.success(), "exit status {status}");
+}
