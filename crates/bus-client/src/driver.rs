@@ -135,9 +135,9 @@ pub(crate) async fn drive(inner: Rc<Inner>) {
         };
         let last = match outcome {
             // The connection was up and is gone: start counting afresh.
+            // (`run_session` already failed what was outstanding.)
             Ok(lost) => {
                 attempt = 0;
-                inner.connection_lost(&lost);
                 lost
             }
             Err(failed) => {
@@ -257,10 +257,6 @@ async fn run_session<C: Connection>(
         };
         (end, write_done)
     };
-    if !write_done {
-        // The node closed or said Goodbye: stop sending and close our side.
-        let _ = time::timeout(options.close_timeout, writer.close(None)).await;
-    }
     let error = if inner.close_requested() {
         ClientError::Closed
     } else {
@@ -279,6 +275,12 @@ async fn run_session<C: Connection>(
             },
         }
     };
+    // Fail what is outstanding now, not after our side's close below.
+    inner.connection_lost(&error);
+    if !write_done {
+        // The node closed or said Goodbye: stop sending and close our side.
+        let _ = time::timeout(options.close_timeout, writer.close(None)).await;
+    }
     Ok(error)
 }
 
