@@ -35,6 +35,7 @@
 //! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
 //! | `tls`    | no      | [`tls`]: TLS 1.3 listener and connector, certificates, mutual TLS, reload (`bus-tls`); turns on `tcp` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
+//! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -66,3 +67,10 @@ pub use bus_tls as tls;
 #[cfg(feature = "config")]
 #[doc(inline)]
 pub use bus_config as config;
+
+#[cfg(feature = "client")]
+#[doc(inline)]
+pub use bus_client as client;
+#[cfg(feature = "client")]
+#[doc(no_inline)]
+pub use bus_client::{Client, ClientError, ClientOptions};
