@@ -123,7 +123,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
     let results = runtime.block_on(async {
         let mut results = Vec::new();
         for (transport, url) in &targets {
-            results.push(bench_one(transport, url, args).await?);
+            let ca = node.as_ref().and_then(|n| n.certificate.as_deref());
+            results.push(bench_one(transport, url, args, ca).await?);
         }
         Ok::<_, Error>(results)
     });
@@ -217,6 +218,8 @@ fn chosen_transports(list: &str) -> Result<Vec<TransportKind>, Error> {
 /// The reference node on its own thread; stopped by closing `stop`.
 struct InProcessNode {
     listening: Vec<Listening>,
+    /// The self-signed certificate of its TLS-based transports.
+    certificate: Option<std::path::PathBuf>,
     stop: std::os::unix::net::UnixStream,
     thread: thread::JoinHandle<()>,
 }
@@ -237,7 +240,7 @@ impl InProcessNode {
                 what: "cannot create the in-process node's stop channel",
                 source,
             })?;
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<Listening>, String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, String>>();
         let thread = thread::Builder::new()
             .name("bus-bench-node".into())
             .spawn(move || node_thread(&config, stop_rx, &ready_tx))
@@ -245,7 +248,7 @@ impl InProcessNode {
                 what: "cannot start the in-process node's thread",
                 source,
             })?;
-        let listening = ready_rx
+        let (listening, certificate) = ready_rx
             .recv()
             .map_err(|_| {
                 Error::Usage("the in-process node thread ended before it was ready".into())
@@ -253,6 +256,7 @@ impl InProcessNode {
             .map_err(Error::Usage)?;
         Ok(Self {
             listening,
+            certificate,
             stop,
             thread,
         })
@@ -264,10 +268,13 @@ impl InProcessNode {
     }
 }
 
+/// What the in-process node reports once it listens.
+type Ready = (Vec<Listening>, Option<std::path::PathBuf>);
+
 fn node_thread(
     config: &Config,
     stop: std::os::unix::net::UnixStream,
-    ready: &mpsc::Sender<Result<Vec<Listening>, String>>,
+    ready: &mpsc::Sender<Result<Ready, String>>,
 ) {
     let runtime = match compio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -284,14 +291,17 @@ fn node_thread(
             version: env!("CARGO_PKG_VERSION"),
             driver,
         };
-        let node = match Node::start(config, info).await {
+        // A per-process directory for the development certificate.
+        let data_dir = std::env::temp_dir().join(format!("bus-bench-{}", std::process::id()));
+        let node = match Node::start(config, info, &data_dir).await {
             Ok(node) => node,
             Err(err) => {
                 let _ = ready.send(Err(format!("in-process node: {err}")));
                 return;
             }
         };
-        let _ = ready.send(Ok(node.listening().to_vec()));
+        let certificate = node.certificate().map(|(cert, _)| cert);
+        let _ = ready.send(Ok((node.listening().to_vec(), certificate)));
         // Runs until the other end of `stop` is closed.
         if let Ok(mut stop) = compio::net::UnixStream::from_std(stop) {
             let _ = compio::io::AsyncRead::read(&mut stop, Vec::with_capacity(1)).await;
@@ -309,12 +319,20 @@ struct Tally {
     first_error: RefCell<Option<String>>,
 }
 
-async fn bench_one(transport: &str, url: &str, args: &BenchArgs) -> Result<BenchResult, Error> {
+async fn bench_one(
+    transport: &str,
+    url: &str,
+    args: &BenchArgs,
+    ca: Option<&std::path::Path>,
+) -> Result<BenchResult, Error> {
     let frame_bytes = args.size.bytes();
     let mut options = ClientOptions::default();
     options.max_outstanding_requests = args.depth;
     options.send_queue_frames = args.depth;
-    options.ca_file.clone_from(&args.ca);
+    options.ca_file = args
+        .ca
+        .clone()
+        .or_else(|| ca.map(std::path::Path::to_path_buf));
     options.max_message_size_bytes =
         u32::try_from(frame_bytes.max(u64::from(options.max_message_size_bytes)))
             .unwrap_or(u32::MAX);

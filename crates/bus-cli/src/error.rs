@@ -13,6 +13,9 @@ pub const EXIT_FAILURE: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A certificate could not be loaded, generated or reloaded.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The configuration is invalid: the message names the field, the value
     /// and the fix.
     #[error("invalid configuration ({source_name}): {error}\n  fix: {fix}")]

@@ -51,15 +51,13 @@ async fn serve(
         version: env!("CARGO_PKG_VERSION"),
         driver: driver.clone(),
     };
-    let node = Node::start(&config, info).await?;
-    print!(
-        "{}",
-        summary(&config, &node, &source, &driver, data_dir.as_ref())
-    );
+    let data_dir = data_dir.unwrap_or_else(default_data_dir);
+    let node = Node::start(&config, info, &data_dir).await?;
+    print!("{}", summary(&config, &node, &source, &driver, &data_dir));
     let grace = shutdown_grace(&config);
     let signal = loop {
         match signals.next().await {
-            Ok(Signal::Hangup) => reload(),
+            Ok(Signal::Hangup) => reload(&node),
             Ok(signal) => break signal,
             Err(err) => {
                 tracing::error!(%err, "waiting for signals failed; shutting down");
@@ -81,14 +79,28 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP. The hook where TLS certificate reloading goes once a TLS-based
-/// transport is built in; with none there is nothing to reload.
-fn reload() {
-    if transports::is_available(TransportKind::Tls) {
-        tracing::info!("SIGHUP: reloading TLS certificates");
-    } else {
-        tracing::info!("SIGHUP: nothing to reload (no TLS-based transport in this build)");
+/// SIGHUP: re-read the certificate files; new handshakes use them, live
+/// connections are untouched, and a broken file keeps the old certificate.
+/// The outcome goes to stdout too, so scripts can wait for it.
+fn reload(node: &Node) {
+    match node.reload_certificates() {
+        Ok(true) => println!("SIGHUP: certificate reloaded"),
+        Ok(false) => println!("SIGHUP: nothing to reload (no TLS-based transport runs)"),
+        Err(err) => println!("SIGHUP: reload failed, the current certificate stays: {err}"),
     }
+}
+
+/// Where generated files go without `--data-dir`: `$XDG_DATA_HOME/bus`,
+/// else `$HOME/.local/share/bus`, else `./bus-data`.
+pub fn default_data_dir() -> PathBuf {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("bus");
+    }
+    if let Some(home) = non_empty("HOME") {
+        return PathBuf::from(home).join(".local/share/bus");
+    }
+    PathBuf::from("bus-data")
 }
 
 /// How long a graceful shutdown may take: each connection's close bound
@@ -103,7 +115,7 @@ fn summary(
     node: &Node,
     source: &str,
     driver: &str,
-    data_dir: Option<&PathBuf>,
+    data_dir: &std::path::Path,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -141,8 +153,14 @@ fn summary(
     if !missing.is_empty() {
         let _ = writeln!(out, "  not in this build: {}", missing.join(", "));
     }
-    if let Some(dir) = data_dir {
-        let _ = writeln!(out, "  data dir: {}", dir.display());
+    let _ = writeln!(out, "  data dir: {}", data_dir.display());
+    if let Some((cert, generated)) = node.certificate() {
+        let how = if generated {
+            "generated now, self-signed for localhost; clients trust this file"
+        } else {
+            "clients trust this file or its CA"
+        };
+        let _ = writeln!(out, "  certificate: {} ({how})", cert.display());
     }
     let _ = writeln!(
         out,

@@ -2,7 +2,12 @@
 //! per enabled transport and, when enabled, the admin endpoint. Used by
 //! `bus serve` and by the in-process node of `bus bench`.
 
-use std::{net::SocketAddr, rc::Rc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::Duration,
+};
 
 use bus_config::Config;
 use bus_core::{Bus, ShutdownReport, TransportKind};
@@ -28,6 +33,7 @@ pub struct Node {
     bus: Bus,
     listening: Vec<Listening>,
     admin: Option<AdminServer>,
+    certs: transports::Certificates,
 }
 
 impl Node {
@@ -50,17 +56,21 @@ impl Node {
         Ok(())
     }
 
-    /// Starts the node: binds every enabled transport and the admin
-    /// endpoint. On error, whatever already started is shut down.
-    pub async fn start(config: &Config, info: NodeInfo) -> Result<Self, Error> {
+    /// Starts the node: loads (or generates into `data_dir`) the
+    /// certificate if a TLS-based transport is enabled, binds every enabled
+    /// transport and the admin endpoint. On error, whatever already started
+    /// is shut down.
+    pub async fn start(config: &Config, info: NodeInfo, data_dir: &Path) -> Result<Self, Error> {
         Self::check(config)?;
+        let certs = transports::Certificates::load(config, data_dir)?;
         let bus = Bus::new(config.bus_config(0), node::handle)?;
-        let started = Self::bind(&bus, config, info).await;
+        let started = Self::bind(&bus, config, info, &certs).await;
         match started {
             Ok((listening, admin)) => Ok(Self {
                 bus,
                 listening,
                 admin,
+                certs,
             }),
             Err(err) => {
                 bus.shutdown(Duration::from_secs(1)).await;
@@ -73,10 +83,11 @@ impl Node {
         bus: &Bus,
         config: &Config,
         info: NodeInfo,
+        certs: &transports::Certificates,
     ) -> Result<(Vec<Listening>, Option<AdminServer>), Error> {
         let mut listening = Vec::new();
         for transport in transports::enabled(config) {
-            let addr = transports::serve(bus, config, transport)?;
+            let addr = transports::serve(bus, config, transport, certs)?;
             listening.push(Listening { transport, addr });
         }
         let admin = if config.admin.enabled {
@@ -103,6 +114,19 @@ impl Node {
             .iter()
             .find(|l| l.transport == transport)
             .map(|l| l.addr)
+    }
+
+    /// The certificate file the TLS-based transports serve, and whether this
+    /// start generated it (a self-signed development certificate).
+    pub fn certificate(&self) -> Option<(PathBuf, bool)> {
+        self.certs.served()
+    }
+
+    /// Re-reads the certificate files (SIGHUP). New handshakes use the new
+    /// certificate; on error the current one stays. `Ok(false)` when no
+    /// TLS-based transport runs.
+    pub fn reload_certificates(&self) -> Result<bool, Error> {
+        self.certs.reload()
     }
 
     /// Where the admin endpoint listens, if enabled.

@@ -39,6 +39,7 @@ pub const ALL: [TransportKind; 5] = [
 pub const fn is_available(kind: TransportKind) -> bool {
     match kind {
         TransportKind::Tcp => cfg!(feature = "tcp"),
+        TransportKind::Tls => cfg!(feature = "tls"),
         _ => false,
     }
 }
@@ -90,7 +91,12 @@ pub fn enabled(config: &Config) -> Vec<TransportKind> {
 
 /// Binds `kind`'s listener as configured and has `bus` serve it; returns
 /// the bound address (the real port when configured with port 0).
-pub fn serve(bus: &Bus, config: &Config, kind: TransportKind) -> Result<SocketAddr, Error> {
+pub fn serve(
+    bus: &Bus,
+    config: &Config,
+    kind: TransportKind,
+    certs: &Certificates,
+) -> Result<SocketAddr, Error> {
     let addr = listen_addr(config, kind);
     let bind_error = |message: String| Error::Bind {
         what: kind.to_string(),
@@ -109,10 +115,88 @@ pub fn serve(bus: &Bus, config: &Config, kind: TransportKind) -> Result<SocketAd
             bus.serve(listener)?;
             Ok(bound)
         }
+        #[cfg(feature = "tls")]
+        TransportKind::Tls => {
+            use bus_core::transport::Listener;
+            let tls = certs.server_tls()?;
+            let listener = bus_tls::TlsListener::bind(&config.tls_listener_config(), tls)
+                .map_err(|e| bind_error(error_cause(&e)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| bind_error(e.to_string()))?;
+            bus.serve(listener)?;
+            Ok(bound)
+        }
         other => Err(Error::TransportNotAvailable {
             transport: other,
             how: format!("{other}.enabled"),
         }),
+    }
+}
+
+/// The node's certificate for every TLS-based transport, loaded once (or
+/// generated into the data dir) when the first of them is bound, and
+/// reloaded on SIGHUP.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    #[cfg(feature = "tls")]
+    server: Option<bus_tls::ServerTls>,
+}
+
+impl Certificates {
+    /// Loads the `[tls]` certificate if any enabled transport needs one.
+    pub fn load(config: &Config, data_dir: &std::path::Path) -> Result<Self, Error> {
+        #[cfg(feature = "tls")]
+        {
+            let needed = [TransportKind::Tls, TransportKind::Wss, TransportKind::Quic]
+                .into_iter()
+                .any(|kind| is_available(kind) && is_enabled(config, kind));
+            let server = if needed {
+                let settings = config.tls_server_config(data_dir);
+                Some(bus_tls::ServerTls::new(&settings).map_err(|e| Error::Tls(e.to_string()))?)
+            } else {
+                None
+            };
+            Ok(Self { server })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (config, data_dir);
+            Ok(Self::default())
+        }
+    }
+
+    /// The server TLS state, for a TLS-based listener.
+    #[cfg(feature = "tls")]
+    pub fn server_tls(&self) -> Result<bus_tls::ServerTls, Error> {
+        self.server
+            .clone()
+            .ok_or_else(|| Error::Tls("no certificate was loaded".into()))
+    }
+
+    /// The certificate file served (what clients of a self-signed
+    /// certificate trust), and whether this start generated it.
+    pub fn served(&self) -> Option<(std::path::PathBuf, bool)> {
+        #[cfg(feature = "tls")]
+        {
+            self.server.as_ref().map(|tls| {
+                let served = tls.served();
+                (served.cert, served.generated)
+            })
+        }
+        #[cfg(not(feature = "tls"))]
+        None
+    }
+
+    /// Re-reads the certificate files for new handshakes; on error the
+    /// current certificate stays. `Ok(false)` when nothing is loaded.
+    pub fn reload(&self) -> Result<bool, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.server {
+            tls.reload().map_err(|e| Error::Tls(e.to_string()))?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 

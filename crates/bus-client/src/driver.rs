@@ -39,6 +39,9 @@ pub(crate) enum Dialed {
     /// Plain TCP.
     #[cfg(feature = "tcp")]
     Tcp(bus_tcp::TcpConnection),
+    /// TCP, TLS handshake pending.
+    #[cfg(feature = "tls")]
+    Tls(bus_tls::TlsOutgoing),
 }
 
 /// Dials the endpoint with the transport its scheme names.
@@ -47,6 +50,8 @@ async fn dial(inner: &Inner) -> Result<Dialed, ClientError> {
     match endpoint.scheme {
         #[cfg(feature = "tcp")]
         Scheme::Tcp => dial_tcp(inner).await.map(Dialed::Tcp),
+        #[cfg(feature = "tls")]
+        Scheme::Tls => dial_tls(inner).await.map(Dialed::Tls),
         #[allow(
             unreachable_patterns,
             reason = "reachable in builds without some transport features"
@@ -112,11 +117,57 @@ async fn dial_tcp(inner: &Inner) -> Result<bus_tcp::TcpConnection, ClientError> 
     })
 }
 
+/// Dials TCP for a TLS session: trusts `ClientOptions::ca_file`, expects a
+/// certificate for `server_name` (default: the URL's host). The handshake
+/// runs in `establish`, bounded by the handshake timeout.
+#[cfg(feature = "tls")]
+async fn dial_tls(inner: &Inner) -> Result<bus_tls::TlsOutgoing, ClientError> {
+    let options = &inner.options;
+    let connect_error = |kind: io::ErrorKind, message: String| ClientError::Connect {
+        url: inner.endpoint.to_string(),
+        kind,
+        message,
+    };
+    let Some(ca_file) = &options.ca_file else {
+        return Err(connect_error(
+            io::ErrorKind::InvalidInput,
+            "tls:// needs a CA file to trust (ClientOptions::ca_file; for a development \
+             node, the cert.pem that `bus serve` prints)"
+                .into(),
+        ));
+    };
+    let server_name = options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| inner.endpoint.host.clone());
+    let mut config = bus_tls::TlsClientConfig::new(ca_file, server_name);
+    config.tcp.connect_timeout = options.connect_timeout;
+    config.handshake_timeout = options.handshake_timeout;
+    let tls = bus_tls::ClientTls::new(&config)
+        .map_err(|err| connect_error(io::ErrorKind::InvalidInput, err.to_string()))?;
+    let mut last = None;
+    for addr in resolve(inner).await? {
+        match tls.dial(addr).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) => last = Some(err),
+        }
+    }
+    let err = last.expect("resolve returns at least one address");
+    let kind = match &err {
+        bus_tls::TlsError::Tcp(bus_tcp::TcpError::Connect { source, .. }) => source.kind(),
+        bus_tls::TlsError::Tcp(bus_tcp::TcpError::ConnectTimeout { .. }) => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::Other,
+    };
+    Err(connect_error(kind, err.to_string()))
+}
+
 /// Runs a dialed connection until it ends.
 async fn run_dialed(inner: &Inner, dialed: Dialed) -> Result<ClientError, ClientError> {
     match dialed {
         #[cfg(feature = "tcp")]
         Dialed::Tcp(connection) => run_session(inner, connection).await,
+        #[cfg(feature = "tls")]
+        Dialed::Tls(connection) => run_session(inner, connection).await,
     }
 }
 

@@ -61,7 +61,8 @@ impl Scheme {
     pub const fn is_available(self) -> bool {
         match self {
             Self::Tcp => cfg!(feature = "tcp"),
-            Self::Tls | Self::Ws | Self::Wss | Self::Quic => false,
+            Self::Tls => cfg!(feature = "tls"),
+            Self::Ws | Self::Wss | Self::Quic => false,
         }
     }
 

@@ -26,15 +26,22 @@ pub(crate) struct ServeProcess {
     pub(crate) tcp: SocketAddr,
     /// The admin endpoint's address, when enabled.
     pub(crate) admin: Option<SocketAddr>,
+    /// Every listener of the `listening` line, by name (`tcp`, `tls`, ...).
+    pub(crate) addrs: std::collections::HashMap<String, SocketAddr>,
+    /// The node's `--data-dir` (a fresh directory per process).
+    pub(crate) data_dir: std::path::PathBuf,
 }
 
 impl ServeProcess {
     /// Starts `bus serve` with `args` and waits (bounded) for its
     /// `listening` line.
     pub(crate) fn start(args: &[&str]) -> Self {
+        let data_dir = bus_tests::pki::unique_dir("serve-data");
         let mut child = Command::new(BUS)
             .arg("serve")
             .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -55,11 +62,14 @@ impl ServeProcess {
             lines,
             tcp: "0.0.0.0:0".parse().expect("addr"),
             admin: None,
+            addrs: std::collections::HashMap::new(),
+            data_dir,
         };
         let line = process.wait_line("listening ");
         for word in line.split_whitespace().skip(1) {
             let (key, value) = word.split_once('=').expect("key=value");
             let addr: SocketAddr = value.parse().expect("address");
+            process.addrs.insert(key.to_owned(), addr);
             match key {
                 "tcp" => process.tcp = addr,
                 "admin" => process.admin = Some(addr),
@@ -190,5 +200,8 @@ pub(crate) async fn start_node(config: &Config) -> Node {
         version: "test",
         driver: "test".into(),
     };
-    Node::start(config, info).await.expect("start node")
+    let data_dir = bus_tests::pki::unique_dir("node-data");
+    Node::start(config, info, &data_dir)
+        .await
+        .expect("start node")
 }

@@ -6,3 +6,4 @@ mod admin;
 mod client;
 mod common;
 mod serve;
+mod tls;
