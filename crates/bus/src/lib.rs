@@ -34,6 +34,7 @@
 //! |----------|---------|---------|
 //! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
+//! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -61,3 +62,7 @@ pub use bus_tcp as tcp;
 #[cfg(feature = "config")]
 #[doc(inline)]
 pub use bus_config as config;
+
+#[cfg(feature = "shard")]
+#[doc(inline)]
+pub use bus_shard as shard;
