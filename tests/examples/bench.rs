@@ -7,6 +7,11 @@
 //! counted once) and p50/p99 round-trip latency. Run with
 //! `cargo xtask bench` (release build); `--seconds N` sets each case's
 //! measuring time (default 3), `--quick` runs 1 s per case.
+//!
+//! A second part runs the same echo load against the multi-shard runtime
+//! (`bus-shard`) with 1 and then 2 shards, and measures what one
+//! `send_to_client` costs when the client is on the sending shard (a queue
+//! push) and when it is on another shard (a push into that shard's inbox).
 
 use std::{
     cell::RefCell,
@@ -23,6 +28,9 @@ use compio::{
     net::TcpStream,
 };
 use hdrhistogram::Histogram;
+
+#[path = "support/shards.rs"]
+mod shards;
 
 const ECHO: u8 = 16;
 const DEPTH: usize = 32;
@@ -255,4 +263,5 @@ fn main() {
         stats.average_batch(),
         stats.queue_full
     );
+    shards::run(measure);
 }
