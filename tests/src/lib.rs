@@ -14,6 +14,7 @@ pub mod client;
 pub mod frames;
 pub mod recorder;
 pub mod scenarios;
+pub mod shard;
 pub mod transport;
 
 use std::{future::Future, time::Duration};
