@@ -507,6 +507,10 @@ pub async fn round_robin_places_100_clients_25_per_shard_and_handshakes_on_the_o
         assert_eq!(s.handoffs_in, if s.shard == 0 { 0 } else { 25 });
         assert_eq!(s.handoffs_refused + s.handoff_failures, 0);
         assert_eq!(s.bus.handshake_failures, 0);
+        assert_eq!(
+            s.pending_connections, 0,
+            "every hand-over finished its handshake"
+        );
     }
     drop(clients);
     let report = shutdown(shards, GRACE).await;
@@ -671,6 +675,15 @@ pub async fn broadcast_from_one_shard_reaches_every_client_on_every_shard_once<
             "shard {}",
             s.shard
         );
+    }
+
+    // From outside every shard, through the handle: every shard takes it.
+    let outside = frame(BROADCAST_DELIVERY, 6, &[], b"from outside");
+    assert_eq!(shards.broadcast(&outside), 4);
+    for c in &mut clients {
+        let delivery = c.expect(BROADCAST_DELIVERY).await;
+        assert_eq!(delivery.body(), b"from outside");
+        c.barrier().await;
     }
     drop(clients);
     shutdown(shards, GRACE).await;

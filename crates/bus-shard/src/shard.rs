@@ -8,6 +8,10 @@
 //!   └─ mailbox loop: stop │ inbox (frames) │ hand-overs (sockets) │ control
 //! ```
 //!
+//! The mailbox loop is the future the runtime blocks on, not a spawned
+//! task: a wake-up from another shard is one write to this runtime's driver
+//! notifier, and never occupies compio's bounded cross-thread task queue.
+//!
 //! On stop: accept loops are cancelled, the bus shuts down gracefully
 //! within the grace it was given, what is left in the inbox is counted and
 //! dropped, the runtime is dropped, and the exit report is sent last.

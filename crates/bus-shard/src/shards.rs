@@ -24,6 +24,13 @@ use crate::{
 /// Grace of the shutdown of shards that did start when another one failed.
 const START_FAILURE_GRACE: Duration = Duration::from_secs(1);
 
+// The handle is shared across threads, and frames cross them.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Shards>();
+    send_sync::<Frame>();
+};
+
 enum Spec {
     Delegated(TcpListenerConfig, usize),
     Local(u16, LocalListener),
