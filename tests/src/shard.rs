@@ -815,6 +815,52 @@ pub async fn graceful_shutdown_says_goodbye_to_every_client_and_joins_every_thre
     assert!(report.elapsed < GRACE + bus_shard::config::SHUTDOWN_MARGIN);
 }
 
+/// Frames a shard's inbox accepted before shutdown reach their client
+/// before its `Goodbye(ShuttingDown)`: an accepted send is not lost.
+pub async fn shutdown_delivers_what_the_inboxes_accepted_before_the_goodbye<T: ShardTransport>() {
+    const ACCEPTED: u32 = 4;
+    let harness = Harness::new();
+    let shards = harness.start_probed::<T>(ShardsConfig::new(2));
+    let mut c = connect_many::<T>(shards.local_addrs()[0], 2).await;
+    let (a, b) = (0, 1);
+
+    // Hold shard 1 so the frames stay in its inbox.
+    c[b].send(BLOCK, 1, &[], &[]).await;
+    loop {
+        if let Event::Blocked { shard } = harness.next().await {
+            assert_eq!(shard, 1);
+            break;
+        }
+    }
+    let mut area = [0u8; 20];
+    area[..16].copy_from_slice(&c[b].id.as_raw().to_le_bytes());
+    area[16..].copy_from_slice(&ACCEPTED.to_le_bytes());
+    c[a].send(FLOOD, 2, &area, &[]).await;
+    assert_eq!(
+        u32_at(c[a].expect(FLOOD_ACK).await.header().command_area(), 0),
+        ACCEPTED
+    );
+
+    let stopping = compio::runtime::spawn_blocking(move || shards.shutdown(GRACE));
+    // Shard 0 says goodbye once it has its stop request; shard 1 is still held.
+    c[a].raw
+        .expect_goodbye_then_close(GoodbyeReason::ShuttingDown)
+        .await;
+    harness.release.send(()).expect("release");
+    c[b].expect(BLOCK_ACK).await;
+    for i in 0..u64::from(ACCEPTED) {
+        assert_eq!(c[b].expect(DELIVERY).await.header().request(), i);
+    }
+    c[b].raw
+        .expect_goodbye_then_close(GoodbyeReason::ShuttingDown)
+        .await;
+    drop(c);
+    let report = within("shutdown", stopping).await.expect("no panic");
+    assert_eq!(report.threads_joined, 2);
+    assert_eq!(report.shards[1].stats.inbox_received, u64::from(ACCEPTED));
+    assert_eq!(report.shards[1].stats.inbox_undeliverable, 0);
+}
+
 /// Instantiates every scenario of this module as a `#[compio::test]` for
 /// one [`ShardTransport`].
 #[macro_export]
@@ -829,6 +875,7 @@ macro_rules! shard_suite {
             a_full_inbox_refuses_with_inbox_full_without_blocking_and_is_counted,
             a_panicking_handler_closes_only_its_connection_and_every_shard_keeps_serving,
             graceful_shutdown_says_goodbye_to_every_client_and_joins_every_thread,
+            shutdown_delivers_what_the_inboxes_accepted_before_the_goodbye,
         );
     };
     (@tests $transport:ty; $($name:ident),* $(,)?) => {

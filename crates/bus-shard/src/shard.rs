@@ -12,9 +12,10 @@
 //! task: a wake-up from another shard is one write to this runtime's driver
 //! notifier, and never occupies compio's bounded cross-thread task queue.
 //!
-//! On stop: accept loops are cancelled, the bus shuts down gracefully
-//! within the grace it was given, what is left in the inbox is counted and
-//! dropped, the runtime is dropped, and the exit report is sent last.
+//! On stop: accept loops are cancelled, the inbox is closed and what it
+//! holds is queued to its clients, the bus shuts down gracefully within the
+//! grace it was given (so those frames go out before the Goodbye), the
+//! runtime is dropped, and the exit report is sent last.
 
 use std::{
     cell::Cell,
@@ -217,25 +218,42 @@ where
 
     let grace = mailbox_loop(&bus, me, &mut mailbox, &installers, &counters).await;
 
+    Some(stop(&bus, me, &mut mailbox, &counters, accepting, grace).await)
+}
+
+/// Stops the shard: no more accepting or taking in, what was accepted is
+/// queued, then the bus's graceful shutdown.
+async fn stop(
+    bus: &Bus,
+    me: &Link,
+    mailbox: &mut Mailbox,
+    counters: &Counters,
+    accepting: Vec<JoinHandle<()>>,
+    grace: Duration,
+) -> ShardExit {
     // Dropping a compio JoinHandle cancels its task (dependencies.md #9).
     drop(accepting);
-    // Nothing more is taken in; what is queued can no longer be delivered
-    // (the bus refuses sends from here on).
+    // Nothing more is taken in (senders now get `ShuttingDown`). Sends that
+    // were accepted are queued to their clients now, so the graceful close
+    // below writes them before the Goodbye.
     mailbox.inbox.close();
     mailbox.handoff.close();
-    let inbox_discarded = std::iter::from_fn(|| mailbox.inbox.try_recv().ok()).count();
+    let mut inbox_flushed = 0;
+    while let Ok(message) = mailbox.inbox.try_recv() {
+        deliver(bus, counters, message);
+        inbox_flushed += 1;
+    }
     // Connections not yet taken over close unserved, as handshakes in
     // progress do on a single shard.
     let handoffs_discarded = std::iter::from_fn(|| mailbox.handoff.try_recv().ok()).count();
     let report = bus.shutdown(grace).await;
-    let stats = snapshot(&bus, me, &counters);
-    Some(ShardExit {
-        shard,
+    ShardExit {
+        shard: bus.shard(),
         bus: report,
-        stats,
-        inbox_discarded,
+        stats: snapshot(bus, me, counters),
+        inbox_flushed,
         handoffs_discarded,
-    })
+    }
 }
 
 /// Serves the mailbox until a stop request; returns its grace.

@@ -50,8 +50,9 @@ pub struct ShardExit {
     pub bus: ShutdownReport,
     /// Its counters just before the runtime was dropped.
     pub stats: ShardStats,
-    /// Inbox messages dropped unhandled at shutdown.
-    pub inbox_discarded: usize,
+    /// Inbox messages that were waiting when the stop came; they were
+    /// queued to their clients before the Goodbyes.
+    pub inbox_flushed: usize,
     /// Handed-over connections closed unserved at shutdown.
     pub handoffs_discarded: usize,
 }
