@@ -1,14 +1,17 @@
-//! End-to-end loopback benchmark over TCP: a bus echoing sealed frames on one
-//! thread, a load generator on another, each on its own compio runtime.
+//! End-to-end loopback benchmark over TCP and TLS: a bus echoing sealed
+//! frames on one thread, a load generator on another, each on its own compio
+//! runtime.
 //!
 //! For each case (frame size × connections) every connection keeps `depth`
 //! requests in flight; the generator writes replacements for every batch of
 //! replies in one vectored write. Reports frames/s, MB/s (payload both ways
 //! counted once) and p50/p99 round-trip latency. Run with
 //! `cargo xtask bench` (release build); `--seconds N` sets each case's
-//! measuring time (default 3), `--quick` runs 1 s per case.
+//! measuring time (default 3), `--quick` runs 1 s per case, `--transport
+//! tcp|tls|all` picks the transports (default all). Each TLS row also shows
+//! its ratio to the TCP row of the same case.
 //!
-//! A second part runs the same echo load against the multi-shard runtime
+//! A second part runs the echo load against the multi-shard runtime
 //! (`bus-shard`) with 1 and then 2 shards, and measures what one
 //! `send_to_client` costs when the client is on the sending shard (a queue
 //! push) and when it is on another shard (a push into that shard's inbox).
@@ -56,9 +59,32 @@ fn echo(bus: &Bus, from: Peer, frame: Frame) {
     }
 }
 
-/// Starts the server thread; returns its address and a stopper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Addrs {
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    /// The self-signed certificate the TLS listener serves.
+    cert: std::path::PathBuf,
+}
+
+/// Starts the server thread; returns its addresses and a stopper.
 fn server() -> (
-    SocketAddr,
+    Addrs,
     mpsc::Sender<()>,
     std::thread::JoinHandle<bus::BusStats>,
 ) {
@@ -71,10 +97,18 @@ fn server() -> (
             let bus = Bus::new(BusConfig::default(), echo).expect("bus");
             let config = bus::tcp::TcpListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
             let listener = bus::tcp::TcpListener::bind(&config).expect("bind");
-            addr_tx
-                .send(bus::transport::Listener::local_addr(&listener).expect("addr"))
-                .expect("send");
+            let tcp = bus::transport::Listener::local_addr(&listener).expect("addr");
             bus.serve(listener).expect("serve");
+            let dir = std::env::temp_dir().join(format!("bus-bench-{}", std::process::id()));
+            let tls = bus::tls::ServerTls::new(&bus::tls::TlsServerConfig::new(
+                bus::tls::CertificateSource::SelfSigned { dir },
+            ))
+            .expect("self-signed certificate");
+            let cert = tls.cert_path();
+            let listener = bus::tls::TlsListener::bind(&config, tls).expect("bind");
+            let tls = bus::transport::Listener::local_addr(&listener).expect("addr");
+            bus.serve(listener).expect("serve");
+            addr_tx.send(Addrs { tcp, tls, cert }).expect("send");
             // Poll for the stop request without blocking the runtime.
             while stop_rx.try_recv().is_err() {
                 compio::runtime::time::sleep(Duration::from_millis(20)).await;
@@ -102,17 +136,73 @@ fn nanos_since(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
 }
 
+/// The load generator's side of one connection.
+enum Client {
+    Tcp { rx: TcpStream, tx: TcpStream },
+    Tls(Box<bus::tls::TlsStream>),
+}
+
+impl Client {
+    async fn connect(transport: Transport, addrs: &Addrs) -> Self {
+        match transport {
+            Transport::Tcp => {
+                let stream = TcpStream::connect(addrs.tcp).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (rx, tx) = stream.into_split();
+                Self::Tcp { rx, tx }
+            }
+            Transport::Tls => {
+                let config = bus::tls::TlsClientConfig::new(&addrs.cert, "localhost");
+                let tls = bus::tls::ClientTls::new(&config).expect("client TLS");
+                Self::Tls(Box::new(tls.connect(addrs.tls).await.expect("TLS connect")))
+            }
+        }
+    }
+
+    async fn write(&mut self, frames: Vec<Frame>) {
+        match self {
+            Self::Tcp { tx, .. } => {
+                let BufResult(res, _) = tx.write_vectored_all(frames).await;
+                res.expect("write");
+            }
+            Self::Tls(stream) => {
+                use futures_util::AsyncWriteExt;
+                for frame in &frames {
+                    stream.write_all(frame.as_bytes()).await.expect("write");
+                }
+                stream.flush().await.expect("flush");
+            }
+        }
+    }
+
+    async fn read(&mut self, mut buf: Vec<u8>) -> (usize, Vec<u8>) {
+        match self {
+            Self::Tcp { rx, .. } => {
+                buf.clear();
+                let BufResult(res, buf) = rx.read(buf).await;
+                (res.expect("read"), buf)
+            }
+            Self::Tls(stream) => {
+                use futures_util::AsyncReadExt;
+                buf.resize(buf.capacity(), 0);
+                let n = stream.read(&mut buf).await.expect("read");
+                buf.truncate(n);
+                (n, buf)
+            }
+        }
+    }
+}
+
 async fn drive_connection(
-    addr: SocketAddr,
+    transport: Transport,
+    addrs: Addrs,
     case_body: usize,
     origin: Instant,
     warm_at: Instant,
     end_at: Instant,
     out: Rc<RefCell<Outcome>>,
 ) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (mut rx, mut tx) = stream.into_split();
+    let mut client = Client::connect(transport, &addrs).await;
     let limits = DecodeLimits {
         max_message_size_bytes: 64 << 20,
         require_sealed: false,
@@ -121,15 +211,12 @@ async fn drive_connection(
     let initial: Vec<Frame> = (0..DEPTH)
         .map(|_| request_frame(case_body, nanos_since(origin)))
         .collect();
-    let BufResult(res, _) = tx.write_vectored_all(initial).await;
-    res.expect("write");
+    client.write(initial).await;
     let mut in_flight = DEPTH;
     let mut buf = Vec::with_capacity(256 << 10);
     while in_flight > 0 {
-        buf.clear();
-        let BufResult(res, b) = rx.read(buf).await;
+        let (n, b) = client.read(buf).await;
         buf = b;
-        let n = res.expect("read");
         assert!(n > 0, "server closed");
         let mut input = &buf[..];
         let mut replies = 0;
@@ -151,14 +238,13 @@ async fn drive_connection(
             let next: Vec<Frame> = (0..replies)
                 .map(|_| request_frame(case_body, nanos_since(origin)))
                 .collect();
-            let BufResult(res, _) = tx.write_vectored_all(next).await;
-            res.expect("write");
+            client.write(next).await;
             in_flight += replies;
         }
     }
 }
 
-fn run_case(addr: SocketAddr, case: &Case, measure: Duration) -> Outcome {
+fn run_case(transport: Transport, addrs: &Addrs, case: &Case, measure: Duration) -> Outcome {
     let runtime = compio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let origin = Instant::now();
@@ -173,7 +259,8 @@ fn run_case(addr: SocketAddr, case: &Case, measure: Duration) -> Outcome {
         let tasks: Vec<_> = (0..case.connections)
             .map(|_| {
                 compio::runtime::spawn(drive_connection(
-                    addr,
+                    transport,
+                    addrs.clone(),
                     body,
                     origin,
                     warm_at,
@@ -196,6 +283,7 @@ fn run_case(addr: SocketAddr, case: &Case, measure: Duration) -> Outcome {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut measure = Duration::from_secs(3);
+    let mut transports = vec![Transport::Tcp, Transport::Tls];
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -204,10 +292,20 @@ fn main() {
                 let s: u64 = it.next().and_then(|v| v.parse().ok()).expect("--seconds N");
                 measure = Duration::from_secs(s);
             }
-            other => panic!("unknown argument {other}; use --quick or --seconds N"),
+            "--transport" => {
+                transports = match it.next().map(String::as_str) {
+                    Some("tcp") => vec![Transport::Tcp],
+                    Some("tls") => vec![Transport::Tls],
+                    Some("all") => vec![Transport::Tcp, Transport::Tls],
+                    other => panic!("--transport tcp|tls|all, not {other:?}"),
+                };
+            }
+            other => panic!(
+                "unknown argument {other}; use --quick, --seconds N or --transport tcp|tls|all"
+            ),
         }
     }
-    let (addr, stop, server) = server();
+    let (addrs, stop, server) = server();
     let cases = [
         Case {
             frame_bytes: 256,
@@ -227,32 +325,41 @@ fn main() {
         },
     ];
     println!(
-        "TCP loopback, depth {DEPTH} per connection, {measure:?} per case after {WARMUP:?} warm-up"
+        "loopback, depth {DEPTH} per connection, {measure:?} per case after {WARMUP:?} warm-up"
     );
     println!(
-        "{:>10} {:>6} {:>14} {:>10} {:>11} {:>11}",
-        "frame", "conns", "frames/s", "MB/s", "p50 µs", "p99 µs"
+        "{:>5} {:>10} {:>6} {:>14} {:>10} {:>11} {:>11}",
+        "", "frame", "conns", "frames/s", "MB/s", "p50 µs", "p99 µs"
     );
-    let mut first_rate = None;
     for case in &cases {
-        let o = run_case(addr, case, measure);
-        let rate = o.frames as f64 / o.elapsed.as_secs_f64();
-        let mbps = rate * case.frame_bytes as f64 / 1e6;
-        let base = *first_rate.get_or_insert(rate);
-        println!(
-            "{:>10} {:>6} {:>14.0} {:>10.1} {:>11.1} {:>11.1}   ({:.2}× the first row's frames/s)",
-            if case.frame_bytes >= 1024 {
-                format!("{} KiB", case.frame_bytes >> 10)
-            } else {
-                format!("{} B", case.frame_bytes)
-            },
-            case.connections,
-            rate,
-            mbps,
-            o.latency.value_at_quantile(0.50) as f64 / 1e3,
-            o.latency.value_at_quantile(0.99) as f64 / 1e3,
-            rate / base,
-        );
+        let mut tcp_rate = None;
+        for &transport in &transports {
+            let o = run_case(transport, &addrs, case, measure);
+            let rate = o.frames as f64 / o.elapsed.as_secs_f64();
+            let mbps = rate * case.frame_bytes as f64 / 1e6;
+            let ratio = match (transport, tcp_rate) {
+                (Transport::Tcp, _) => {
+                    tcp_rate = Some(rate);
+                    String::new()
+                }
+                (_, Some(base)) => format!("   ({:.2}× TCP)", rate / base),
+                (_, None) => String::new(),
+            };
+            println!(
+                "{:>5} {:>10} {:>6} {:>14.0} {:>10.1} {:>11.1} {:>11.1}{ratio}",
+                transport.name(),
+                if case.frame_bytes >= 1024 {
+                    format!("{} KiB", case.frame_bytes >> 10)
+                } else {
+                    format!("{} B", case.frame_bytes)
+                },
+                case.connections,
+                rate,
+                mbps,
+                o.latency.value_at_quantile(0.50) as f64 / 1e3,
+                o.latency.value_at_quantile(0.99) as f64 / 1e3,
+            );
+        }
     }
     stop.send(()).expect("stop server");
     let stats = server.join().expect("server thread");
@@ -263,5 +370,5 @@ fn main() {
         stats.average_batch(),
         stats.queue_full
     );
-    shards::run(measure);
+    shards::run(measure, &transports);
 }

@@ -139,3 +139,91 @@ pub async fn drain_tcp(stream: &mut TcpStream) -> usize {
         }
     }
 }
+
+/// A raw TLS client over `bus_tls::TlsStream`.
+#[derive(Debug)]
+pub struct TlsClient {
+    stream: bus_tls::TlsStream,
+    decoder: bus_core::Decoder,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl TlsClient {
+    /// Wraps an established session.
+    pub fn new(stream: bus_tls::TlsStream) -> Self {
+        Self {
+            stream,
+            decoder: bus_core::Decoder::new(CLIENT_LIMITS),
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Connects with `tls` to `addr`.
+    ///
+    /// # Panics
+    /// If the connection or the handshake fails.
+    pub async fn connect(tls: &bus_tls::ClientTls, addr: SocketAddr) -> Self {
+        let stream = within("tls connect", tls.connect(addr))
+            .await
+            .expect("tls connect");
+        Self::new(stream)
+    }
+
+    /// The session, for tests that inspect it.
+    pub fn session(&self) -> &bus_tls::TlsStream {
+        &self.stream
+    }
+
+    /// Reads plaintext, mapping a clean close (`close_notify`) to `Ok(0)`
+    /// and a truncation (FIN without `close_notify`) to `UnexpectedEof`.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        use futures_util::AsyncReadExt;
+        self.start = 0;
+        self.end = self.stream.read(&mut self.buf).await?;
+        Ok(self.end)
+    }
+}
+
+impl RawClient for TlsClient {
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        use futures_util::AsyncWriteExt;
+        within("tls write", async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await
+        .expect("tls write");
+    }
+
+    async fn recv(&mut self) -> Result<Frame, Error> {
+        within("a frame from the server", async {
+            loop {
+                if self.start < self.end {
+                    let mut input = &self.buf[self.start..self.end];
+                    let decoded = self.decoder.decode(&mut input);
+                    self.start = self.end - input.len();
+                    if let Some(frame) = decoded? {
+                        return Ok(frame);
+                    }
+                    continue;
+                }
+                match self.fill().await {
+                    Ok(0) if self.decoder.is_between_frames() => return Err(Error::Closed),
+                    Ok(0) => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(Error::Io(e)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn close(&mut self) {
+        use futures_util::AsyncWriteExt;
+        let _ = within("tls close", self.stream.close()).await;
+    }
+}

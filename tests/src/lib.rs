@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod frames;
+pub mod pki;
 pub mod recorder;
 pub mod scenarios;
 pub mod shard;
@@ -31,6 +32,21 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     compio::runtime::time::timeout(STEP, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out after {STEP:?} waiting for {what}"))
+}
+
+/// Waits until `condition` holds, checking every millisecond, failing the
+/// test with `what` after [`STEP`]. For state that has no event to await
+/// (counters that move after a peer has already seen the outcome).
+///
+/// # Panics
+/// When the condition does not hold in time.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            compio::runtime::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
 }
 
 /// Lets every other ready task of this runtime run once.

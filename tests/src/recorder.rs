@@ -113,6 +113,18 @@ impl Events {
         }
     }
 
+    /// Waits for the next `Connected` event and returns the peer and what
+    /// the handler was told about the connection.
+    ///
+    /// # Panics
+    /// If another event comes first.
+    pub async fn connected_info(&self) -> (Peer, ConnectionInfo) {
+        match self.next().await {
+            Event::Connected(peer, info) => (peer, info),
+            other => panic!("expected Connected, got {other:?}"),
+        }
+    }
+
     /// Waits for the next frame event.
     ///
     /// # Panics

@@ -379,7 +379,7 @@ pub async fn peer_vanishing_mid_frame_delivers_nothing<T: TestTransport>() {
 /// yielding now and then so the writer fills the socket too; returns how
 /// many sends succeeded. Loopback socket buffers hold a few MiB, so
 /// 10 000 × 64 KiB is far more than enough.
-async fn fill_until_queue_full(bus: &Bus, id: bus_core::ClientId) -> usize {
+pub async fn fill_until_queue_full(bus: &Bus, id: bus_core::ClientId) -> usize {
     let big = app(RECORD, 0, 64 << 10);
     for i in 0..10_000 {
         match bus.send_to_client(id, big.clone()) {

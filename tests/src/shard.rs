@@ -32,7 +32,7 @@ use crate::{
     STEP,
     client::RawClient,
     frames::{self, ECHO, ECHO_REPLY, PANIC_HANDLER},
-    transport::{Tcp, TestTransport},
+    transport::{Tcp, TestTransport, Tls},
     within,
 };
 
@@ -81,6 +81,14 @@ impl ShardTransport for Tcp {
 
     fn delegated() -> bus_shard::Tcp {
         bus_shard::Tcp
+    }
+}
+
+impl ShardTransport for Tls {
+    type Delegated = bus_tls::ServerTls;
+
+    fn delegated() -> bus_tls::ServerTls {
+        Tls::server_tls()
     }
 }
 

@@ -10,7 +10,10 @@ use bus_core::{
 };
 use compio::BufResult;
 
-use crate::client::{RawClient, TcpClient};
+use crate::{
+    client::{RawClient, TcpClient, TlsClient},
+    pki::{SERVER_NAME, pki},
+};
 
 /// A frame with this command makes a [`PanicListener`] connection's writer
 /// panic.
@@ -59,6 +62,49 @@ impl TestTransport for Tcp {
 
     async fn connect(addr: SocketAddr) -> TcpClient {
         TcpClient::connect(addr).await
+    }
+}
+
+/// TLS 1.3 over TCP, with the test PKI's server certificate.
+#[derive(Debug)]
+pub struct Tls;
+
+impl Tls {
+    /// The server's TLS state: the test server certificate, no client auth.
+    pub fn server_tls() -> bus_tls::ServerTls {
+        let pair = &pki().server;
+        let config = bus_tls::TlsServerConfig::new(bus_tls::CertificateSource::Files {
+            cert: pair.cert.clone(),
+            key: pair.key.clone(),
+        });
+        bus_tls::ServerTls::new(&config).expect("server TLS")
+    }
+
+    /// A client that trusts the test CA.
+    pub fn client_tls() -> bus_tls::ClientTls {
+        let config = bus_tls::TlsClientConfig::new(&pki().ca, SERVER_NAME);
+        bus_tls::ClientTls::new(&config).expect("client TLS")
+    }
+
+    /// A listener on `127.0.0.1:0` serving `tls`.
+    pub fn listen_with(tls: bus_tls::ServerTls) -> bus_tls::TlsListener {
+        let config = bus_tcp::TcpListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+        bus_tls::TlsListener::bind(&config, tls).expect("bind 127.0.0.1:0")
+    }
+}
+
+impl TestTransport for Tls {
+    type Listener = bus_tls::TlsListener;
+    type Client = TlsClient;
+    const KIND: TransportKind = TransportKind::Tls;
+    const STREAM: bool = true;
+
+    async fn listen() -> Self::Listener {
+        Self::listen_with(Self::server_tls())
+    }
+
+    async fn connect(addr: SocketAddr) -> TlsClient {
+        TlsClient::connect(&Self::client_tls(), addr).await
     }
 }
 

@@ -17,6 +17,12 @@ use bus_tests::{
 
 bus_tests::shard_suite!(Tcp);
 
+/// TLS: shard 0 accepts TCP and hands the socket over before the TLS
+/// handshake, which runs on the owning shard.
+mod tls {
+    bus_tests::shard_suite!(bus_tests::transport::Tls);
+}
+
 fn builder(config: ShardsConfig) -> bus_shard::ShardsBuilder {
     Shards::builder(config, bus_core::BusConfig::default())
 }

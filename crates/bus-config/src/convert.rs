@@ -57,6 +57,36 @@ impl Config {
         config
     }
 
+    /// The TCP listener settings of the TLS port: `tls.listen` with the
+    /// `[tcp]` backlog and `TCP_NODELAY`.
+    pub fn tls_listener_config(&self) -> TcpListenerConfig {
+        let mut config = self.tcp_listener_config();
+        config.listen = self.tls.listen;
+        config
+    }
+
+    /// The server-side TLS settings (ALPN `bus.v1`): `tls.cert`/`tls.key`
+    /// when set, otherwise a self-signed development certificate kept in
+    /// `data_dir/tls`. Expects a [validated](Self::validate) config, which
+    /// refuses a TLS user with neither.
+    #[cfg(feature = "tls")]
+    pub fn tls_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
+        let tls = &self.tls;
+        let certificate = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => bus_tls::CertificateSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => bus_tls::CertificateSource::SelfSigned {
+                dir: bus_tls::self_signed_dir(data_dir),
+            },
+        };
+        let mut config = bus_tls::TlsServerConfig::new(certificate);
+        config.client_ca.clone_from(&tls.client_ca);
+        config.keylog = tls.keylog;
+        config
+    }
+
     /// How many shards to run: `shards.count`, or when that is 0 the number
     /// of cores this process may use (1 if unknown), capped at 1024.
     pub fn shard_count(&self) -> u16 {

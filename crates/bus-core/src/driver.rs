@@ -397,9 +397,8 @@ async fn write<W: FrameWriter>(
 ) -> io::Result<Vec<Frame>> {
     let frames = batch.len() as u64;
     let bytes: u64 = batch.iter().map(|f| f.len() as u64).sum();
-    let BufResult(res, mut batch) = writer.write_batch(batch).await;
-    res?;
-    batch.clear();
+    // Counted when handed to the transport, so a peer that has received a
+    // frame always finds it counted; a failed write ends the connection.
     let c = &conn.counters;
     bump(&c.frames_out, frames);
     bump(&c.bytes_out, bytes);
@@ -407,5 +406,8 @@ async fn write<W: FrameWriter>(
     bump(&inner.counters.frames_out, frames);
     bump(&inner.counters.bytes_out, bytes);
     bump(&inner.counters.write_batches, 1);
+    let BufResult(res, mut batch) = writer.write_batch(batch).await;
+    res?;
+    batch.clear();
     Ok(batch)
 }

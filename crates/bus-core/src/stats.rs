@@ -16,9 +16,9 @@ pub struct ConnectionStats {
     pub frames_in: u64,
     /// Bytes received (whole frames).
     pub bytes_in: u64,
-    /// Frames written to the socket.
+    /// Frames handed to the transport for writing.
     pub frames_out: u64,
-    /// Bytes written to the socket.
+    /// Bytes handed to the transport for writing.
     pub bytes_out: u64,
     /// Writes issued; `frames_out / write_batches` is the average batch.
     pub write_batches: u64,
@@ -42,9 +42,9 @@ pub struct BusStats {
     pub frames_in: u64,
     /// Bytes received on all connections.
     pub bytes_in: u64,
-    /// Frames written on all connections.
+    /// Frames handed to the transport on all connections.
     pub frames_out: u64,
-    /// Bytes written on all connections.
+    /// Bytes handed to the transport on all connections.
     pub bytes_out: u64,
     /// Writes issued on all connections.
     pub write_batches: u64,

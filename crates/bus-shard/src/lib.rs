@@ -56,6 +56,12 @@
 //! - **Shutdown** ([`Shards::shutdown`]): every shard runs its bus's graceful
 //!   shutdown at once, then its thread is joined; the whole is bounded.
 //!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---------|---------|
+//! | `tls`   | `bus_tls::ServerTls` as a [`DelegatedTransport`]: TLS listeners accepted on shard 0, handshakes on the owning shard |
+//!
 //! # What this crate does not do
 //!
 //! It does not move a connection after placement, balance load over time,

@@ -60,6 +60,23 @@ impl DelegatedTransport for Tcp {
     }
 }
 
+/// TLS 1.3: `wrap` pairs the socket with the shared certificate state; the
+/// handshake runs in `establish` on the owning shard. A certificate reload
+/// through any clone of the `ServerTls` reaches every shard.
+#[cfg(feature = "tls")]
+impl DelegatedTransport for bus_tls::ServerTls {
+    type Connection = bus_tls::TlsIncoming;
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tls
+    }
+
+    fn wrap(&self, stream: std::net::TcpStream) -> io::Result<bus_tls::TlsIncoming> {
+        let tcp = TcpConnection::from_std(stream)?;
+        Ok(bus_tls::TlsIncoming::new(tcp, self.clone()))
+    }
+}
+
 /// A [`DelegatedTransport`] with its connection type erased, so shards can
 /// keep one table of every delegated listener. One virtual call per
 /// connection, none per frame.

@@ -42,6 +42,12 @@ impl TcpConnection {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+
+    /// The underlying socket, for a transport layered on TCP (TLS,
+    /// WebSocket) to run its handshake on.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
 }
 
 impl Connection for TcpConnection {

@@ -33,6 +33,7 @@
 //! | feature  | default | enables |
 //! |----------|---------|---------|
 //! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
+//! | `tls`    | no      | [`tls`]: TLS 1.3 listener and connector, certificates, mutual TLS, reload (`bus-tls`); turns on `tcp` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
 //! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
 //! | `full`   | no      | everything above |
@@ -58,6 +59,10 @@ pub use bus_core::{
 #[cfg(feature = "tcp")]
 #[doc(inline)]
 pub use bus_tcp as tcp;
+
+#[cfg(feature = "tls")]
+#[doc(inline)]
+pub use bus_tls as tls;
 
 #[cfg(feature = "config")]
 #[doc(inline)]

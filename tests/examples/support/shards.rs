@@ -17,7 +17,7 @@ use compio::{
     net::TcpStream,
 };
 
-use super::{Case, ECHO, echo, run_case};
+use super::{Addrs, Case, ECHO, Transport, echo, run_case};
 
 /// Ask the handler to send `command_area[16..20]` frames to the client in
 /// `command_area[0..16]` in one tight loop, and to report how long the
@@ -31,9 +31,19 @@ const PUMP_REPORT: u8 = 52;
 /// the loop measures the send itself, never a refusal.
 const PUMP_BATCH: u32 = 1000;
 
-fn sharded_server(count: u16) -> Shards {
-    Shards::builder(ShardsConfig::new(count), BusConfig::default())
-        .listen_tcp(TcpListenerConfig::new("127.0.0.1:0".parse().expect("addr")))
+/// Shards serving TCP (first address) and TLS (second) with the bench's
+/// echo, plus the pump.
+fn sharded_server(count: u16) -> (Shards, Addrs) {
+    let dir = std::env::temp_dir().join(format!("bus-bench-shards-{}", std::process::id()));
+    let tls = bus::tls::ServerTls::new(&bus::tls::TlsServerConfig::new(
+        bus::tls::CertificateSource::SelfSigned { dir },
+    ))
+    .expect("self-signed certificate");
+    let cert = tls.cert_path();
+    let any_port = TcpListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+    let shards = Shards::builder(ShardsConfig::new(count), BusConfig::default())
+        .listen_tcp(any_port.clone())
+        .listen(any_port, tls)
         .start(|ctx: &ShardContext| {
             // Built once per shard: every pumped send shares it.
             let mut pumped = FrameMut::new(Command::from_u8(PUMPED), 0);
@@ -68,7 +78,13 @@ fn sharded_server(count: u16) -> Shards {
                 let _ = bus.send_to_client(id, report.freeze());
             }
         })
-        .expect("start shards")
+        .expect("start shards");
+    let addrs = Addrs {
+        tcp: shards.local_addrs()[0],
+        tls: shards.local_addrs()[1],
+        cert,
+    };
+    (shards, addrs)
 }
 
 /// A raw client that reads frames with a `Decoder`.
@@ -174,31 +190,40 @@ async fn pump(
 
 /// Runs the shard cases and prints their table.
 #[allow(clippy::cast_precision_loss, reason = "figures for humans")]
-pub(crate) fn run(measure: Duration) {
+pub(crate) fn run(measure: Duration, transports: &[Transport]) {
     println!();
-    println!("Shards: echo over TCP, 32 connections, depth 32, placement round-robin");
+    println!("Shards: echo, 32 connections, depth 32, placement round-robin");
     println!(
-        "{:>10} {:>6} {:>14} {:>10}   ratio",
-        "frame", "shards", "frames/s", "MB/s"
+        "{:>10} {:>5} {:>6} {:>14} {:>10}   ratio",
+        "frame", "", "shards", "frames/s", "MB/s"
     );
-    for frame_bytes in [256, 64 << 10] {
+    for (transport, frame_bytes) in [
+        (Transport::Tcp, 256),
+        (Transport::Tcp, 64 << 10),
+        (Transport::Tls, 256),
+        (Transport::Tls, 64 << 10),
+    ] {
+        if !transports.contains(&transport) {
+            continue;
+        }
         let mut one = None;
         for count in [1u16, 2] {
-            let shards = sharded_server(count);
+            let (shards, addrs) = sharded_server(count);
             let case = Case {
                 frame_bytes,
                 connections: 32,
             };
-            let o = run_case(shards.local_addrs()[0], &case, measure);
+            let o = run_case(transport, &addrs, &case, measure);
             let rate = o.frames as f64 / o.elapsed.as_secs_f64();
             let base = *one.get_or_insert(rate);
             println!(
-                "{:>10} {:>6} {:>14.0} {:>10.1}   {:.2}× 1 shard",
+                "{:>10} {:>5} {:>6} {:>14.0} {:>10.1}   {:.2}× 1 shard",
                 if frame_bytes >= 1024 {
                     format!("{} KiB", frame_bytes >> 10)
                 } else {
                     format!("{frame_bytes} B")
                 },
+                transport.name(),
                 count,
                 rate,
                 rate * frame_bytes as f64 / 1e6,
@@ -211,8 +236,8 @@ pub(crate) fn run(measure: Duration) {
 
     // Local vs cross-shard send: 2 shards, round-robin puts clients 0 and
     // 2 on shard 0 and client 1 on shard 1.
-    let shards = sharded_server(2);
-    let addr = shards.local_addrs()[0];
+    let (shards, addrs) = sharded_server(2);
+    let addr = addrs.tcp;
     let runtime = compio::runtime::Runtime::new().expect("runtime");
     let (local, cross) = runtime.block_on(async {
         let mut sender = RawPeer::connect(addr).await;

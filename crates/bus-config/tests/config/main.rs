@@ -2,4 +2,5 @@
 
 mod defaults;
 mod load;
+mod tls;
 mod validate;

@@ -1,0 +1,326 @@
+//! A TLS session over a compio socket, and the reader/writer halves the bus
+//! drives.
+//!
+//! The session is rustls driven through `futures-rustls` on top of compio's
+//! `AsyncStream` adapter. That adapter keeps an in-flight socket read inside
+//! itself, so dropping a read future loses nothing (dependencies.md #1):
+//! plaintext is copied into the caller's buffer only when a read completes.
+//!
+//! The two halves share the session through an `Rc<RefCell<_>>`. Neither
+//! holds the borrow across an await: each borrows for one `poll` call, so a
+//! pending read never blocks a write (dependencies.md #2) and no lock is
+//! taken per frame.
+
+use std::{
+    cell::RefCell,
+    io::{self, IoSlice},
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll, ready},
+};
+
+use bus_core::{
+    Decoder, Error, Frame, GoodbyeReason, transport::FrameReader, transport::FrameWriter,
+};
+use compio::{
+    BufResult,
+    io::{
+        AsyncRead as CompioRead, AsyncWrite as CompioWrite, compat::AsyncStream, util::Splittable,
+    },
+    net::TcpStream,
+};
+use futures_util::io::{AsyncRead, AsyncWrite};
+
+use crate::identity::identity_of;
+
+/// Most slices handed to one vectored TLS write. Frames beyond it go in the
+/// next call of the same batch; the flush still happens once per batch.
+const MAX_IOV: usize = 64;
+
+/// Ceiling of compio's adapter buffers, as a multiple of their base size:
+/// they grow only while one TLS record or one flush needs more room.
+const ADAPTER_GROWTH: usize = 4;
+
+/// The socket under rustls: compio's adapter to the `futures-io` traits.
+pub(crate) type Io<S> = Pin<Box<AsyncStream<S>>>;
+
+/// Wraps a socket in the adapter with `buffer_bytes` of read and write
+/// buffer.
+pub(crate) fn adapt<S: Splittable>(stream: S, buffer_bytes: usize) -> Io<S> {
+    let base = buffer_bytes.max(crate::MIN_BUFFER_BYTES);
+    Box::pin(AsyncStream::with_limits(
+        base,
+        base.saturating_mul(ADAPTER_GROWTH),
+        stream,
+    ))
+}
+
+/// After a failed handshake: pushes out the alert rustls queued (it sits in
+/// the adapter's buffer), so the peer learns why (for example
+/// `no_application_protocol`) instead of seeing a bare close. Best effort;
+/// the caller's handshake bound still applies. Returns the handshake error.
+pub(crate) async fn send_alert<S>(err: io::Error, mut io: Io<S>) -> io::Error
+where
+    S: Splittable + 'static,
+    S::WriteHalf: CompioWrite + Unpin,
+{
+    let _ = futures_util::AsyncWriteExt::close(&mut io).await;
+    err
+}
+
+/// An established TLS 1.3 session over `S` (a TCP socket by default).
+///
+/// It implements the `futures-io` `AsyncRead`/`AsyncWrite` traits, whose
+/// reads are cancel safe (see the module docs), so other protocols (such as
+/// WebSocket) can run on top of it.
+pub struct TlsStream<S: Splittable = TcpStream> {
+    inner: futures_rustls::TlsStream<Io<S>>,
+}
+
+impl<S: Splittable> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (_, state) = self.inner.get_ref();
+        f.debug_struct("TlsStream")
+            .field("protocol", &state.protocol_version())
+            .field("alpn", &state.alpn_protocol().map(String::from_utf8_lossy))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Splittable> TlsStream<S> {
+    pub(crate) fn new(inner: futures_rustls::TlsStream<Io<S>>) -> Self {
+        Self { inner }
+    }
+
+    /// The negotiated ALPN protocol, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.inner.get_ref().1.alpn_protocol()
+    }
+
+    /// The negotiated protocol version (always TLS 1.3 with this crate's
+    /// configs).
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.inner.get_ref().1.protocol_version()
+    }
+
+    /// The verified identity of the peer's certificate: the client's under
+    /// mutual TLS, the server's on a client. Format: see
+    /// [`identity_of`](crate::identity_of).
+    pub fn peer_identity(&self) -> Option<String> {
+        let certs = self.inner.get_ref().1.peer_certificates()?;
+        identity_of(certs.first()?)
+    }
+
+    /// The underlying socket's halves.
+    pub fn get_ref(&self) -> (&S::ReadHalf, &S::WriteHalf) {
+        self.inner.get_ref().0.get_ref()
+    }
+}
+
+impl<S> AsyncRead for TlsStream<S>
+where
+    S: Splittable + 'static,
+    S::ReadHalf: CompioRead + Unpin,
+    S::WriteHalf: CompioWrite + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S> AsyncWrite for TlsStream<S>
+where
+    S: Splittable + 'static,
+    S::ReadHalf: CompioRead + Unpin,
+    S::WriteHalf: CompioWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    /// Sends `close_notify`, flushes, then shuts the socket's write side.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+type Shared = Rc<RefCell<TlsStream<TcpStream>>>;
+
+/// Splits a session into the bus's two halves.
+pub(crate) fn split(
+    stream: TlsStream<TcpStream>,
+    decoder: Decoder,
+    read_buffer_bytes: usize,
+) -> (TlsReader, TlsWriter) {
+    let shared = Rc::new(RefCell::new(stream));
+    let reader = TlsReader {
+        stream: shared.clone(),
+        buf: vec![0; read_buffer_bytes.max(crate::MIN_BUFFER_BYTES)].into_boxed_slice(),
+        start: 0,
+        end: 0,
+        decoder,
+    };
+    (reader, TlsWriter { stream: shared })
+}
+
+/// Polls `f` with the session borrowed for the duration of one poll only.
+fn with_stream<T>(
+    stream: &Shared,
+    cx: &mut Context<'_>,
+    f: impl FnOnce(Pin<&mut TlsStream<TcpStream>>, &mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    // Never fails: the halves live on one thread and no borrow outlives a
+    // poll, and no poll below re-enters the other half.
+    let mut guard = stream.borrow_mut();
+    f(Pin::new(&mut *guard), cx)
+}
+
+/// The receiving half: decrypted bytes are decoded into frames.
+pub struct TlsReader {
+    stream: Shared,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    decoder: Decoder,
+}
+
+impl std::fmt::Debug for TlsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReader")
+            .field("buffered", &(self.end - self.start))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsReader {
+    /// Reads decrypted bytes into the free buffer. Cancel safe: bytes are
+    /// copied in only when the read completes.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.start = 0;
+        self.end = 0;
+        let Self { stream, buf, .. } = self;
+        std::future::poll_fn(|cx| with_stream(stream, cx, |s, cx| s.poll_read(cx, buf))).await
+    }
+}
+
+impl FrameReader for TlsReader {
+    /// # Cancel safety
+    /// Cancel safe: a frame in progress stays in the decoder and the buffer,
+    /// and the next call continues it; no byte is lost or repeated.
+    async fn read_frame(&mut self) -> Result<Frame, Error> {
+        loop {
+            if self.start < self.end {
+                let mut input = &self.buf[self.start..self.end];
+                let decoded = self.decoder.decode(&mut input);
+                self.start = self.end - input.len();
+                if let Some(frame) = decoded? {
+                    return Ok(frame);
+                }
+                continue;
+            }
+            match self.fill().await {
+                Ok(0) if self.decoder.is_between_frames() => return Err(Error::Closed),
+                Ok(0) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => self.end = n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    async fn discard(&mut self) -> io::Result<usize> {
+        self.fill().await
+    }
+}
+
+/// The sending half: a batch is encrypted with vectored writes and flushed
+/// once.
+pub struct TlsWriter {
+    stream: Shared,
+}
+
+impl std::fmt::Debug for TlsWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsWriter").finish_non_exhaustive()
+    }
+}
+
+/// Writes every byte of `frames` starting at frame `*index`, byte `*offset`,
+/// advancing both; then flushes. Resumable across polls.
+fn poll_write_frames(
+    mut stream: Pin<&mut TlsStream<TcpStream>>,
+    cx: &mut Context<'_>,
+    frames: &[Frame],
+    index: &mut usize,
+    offset: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *index < frames.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (i, frame) in frames[*index..].iter().take(MAX_IOV).enumerate() {
+            let skip = if i == 0 { *offset } else { 0 };
+            slices[i] = IoSlice::new(&frame.as_bytes()[skip..]);
+            count += 1;
+        }
+        let mut written = ready!(stream.as_mut().poll_write_vectored(cx, &slices[..count]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        while written > 0 {
+            let left = frames[*index].len() - *offset;
+            if written < left {
+                *offset += written;
+                written = 0;
+            } else {
+                written -= left;
+                *index += 1;
+                *offset = 0;
+            }
+        }
+    }
+    stream.poll_flush(cx)
+}
+
+impl FrameWriter for TlsWriter {
+    /// Encrypts the batch (rustls packs the slices into as few records as
+    /// it can), then flushes once.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: see [`FrameWriter::write_batch`].
+    async fn write_batch(&mut self, mut batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
+        let (mut index, mut offset) = (0, 0);
+        let res = std::future::poll_fn(|cx| {
+            with_stream(&self.stream, cx, |s, cx| {
+                poll_write_frames(s, cx, &batch, &mut index, &mut offset)
+            })
+        })
+        .await;
+        batch.clear();
+        BufResult(res, batch)
+    }
+
+    /// Sends `close_notify`, flushes and shuts the TCP write side.
+    async fn close(&mut self, _reason: Option<GoodbyeReason>) -> io::Result<()> {
+        std::future::poll_fn(|cx| with_stream(&self.stream, cx, AsyncWrite::poll_close)).await
+    }
+}
