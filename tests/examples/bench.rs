@@ -10,6 +10,11 @@
 //! measuring time (default 3), `--quick` runs 1 s per case, `--transport
 //! tcp|tls|all` picks the transports (default all). Each TLS row also shows
 //! its ratio to the TCP row of the same case.
+//!
+//! A second part runs the echo load against the multi-shard runtime
+//! (`bus-shard`) with 1 and then 2 shards, and measures what one
+//! `send_to_client` costs when the client is on the sending shard (a queue
+//! push) and when it is on another shard (a push into that shard's inbox).
 
 use std::{
     cell::RefCell,
@@ -26,6 +31,9 @@ use compio::{
     net::TcpStream,
 };
 use hdrhistogram::Histogram;
+
+#[path = "support/shards.rs"]
+mod shards;
 
 const ECHO: u8 = 16;
 const DEPTH: usize = 32;
@@ -362,4 +370,5 @@ fn main() {
         stats.average_batch(),
         stats.queue_full
     );
+    shards::run(measure, &transports);
 }

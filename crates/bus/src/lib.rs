@@ -36,6 +36,7 @@
 //! | `tls`    | no      | [`tls`]: TLS 1.3 listener and connector, certificates, mutual TLS, reload (`bus-tls`); turns on `tcp` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
 //! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
+//! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -74,3 +75,6 @@ pub use bus_client as client;
 #[cfg(feature = "client")]
 #[doc(no_inline)]
 pub use bus_client::{Client, ClientError, ClientOptions};
+#[cfg(feature = "shard")]
+#[doc(inline)]
+pub use bus_shard as shard;
