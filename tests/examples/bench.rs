@@ -16,6 +16,11 @@
 //! allocator tracks the live bytes allocated by the server thread, sampled
 //! before and after the bus registered the N connections. Kernel socket
 //! buffers are not included.
+//!
+//! A last part runs the echo load against the multi-shard runtime
+//! (`bus-shard`) with 1 and then 2 shards, and measures what one
+//! `send_to_client` costs when the client is on the sending shard (a queue
+//! push) and when it is on another shard (a push into that shard's inbox).
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -75,6 +80,8 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
+#[path = "support/shards.rs"]
+mod shards;
 
 const ECHO: u8 = 16;
 const DEPTH: usize = 32;
@@ -125,8 +132,9 @@ impl Transport {
 struct Addrs {
     tcp: SocketAddr,
     tls: SocketAddr,
-    ws: SocketAddr,
-    wss: SocketAddr,
+    /// WebSocket listeners, where the server has them.
+    ws: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
     /// The self-signed certificate the TLS listener serves.
     cert: std::path::PathBuf,
 }
@@ -188,8 +196,8 @@ fn server() -> (Addrs, Server) {
                 .send(Addrs {
                     tcp,
                     tls,
-                    ws,
-                    wss,
+                    ws: Some(ws),
+                    wss: Some(wss),
                     cert,
                 })
                 .expect("send");
@@ -296,18 +304,20 @@ impl Client {
                 Self::Tls(Box::new(tls.connect(addrs.tls).await.expect("TLS connect")))
             }
             Transport::Ws => {
-                let stream = TcpStream::connect(addrs.ws).await.expect("connect");
+                let addr = addrs.ws.expect("a WS listener");
+                let stream = TcpStream::connect(addr).await.expect("connect");
                 stream.set_nodelay(true).expect("nodelay");
                 let io = Box::new(compio::io::compat::AsyncStream::new(stream));
                 let io: Box<dyn WsIo> = Box::new(Box::into_pin(io));
-                Self::Ws(Box::new(upgrade(io, addrs.ws, "ws").await))
+                Self::Ws(Box::new(upgrade(io, addr, "ws").await))
             }
             Transport::Wss => {
                 let mut config = bus::tls::TlsClientConfig::new(&addrs.cert, "localhost");
                 config.alpn = vec![bus::tls::ALPN_HTTP1.to_vec()];
                 let tls = bus::tls::ClientTls::new(&config).expect("client TLS");
-                let session = tls.connect(addrs.wss).await.expect("TLS connect");
-                Self::Ws(Box::new(upgrade(Box::new(session), addrs.wss, "wss").await))
+                let addr = addrs.wss.expect("a WSS listener");
+                let session = tls.connect(addr).await.expect("TLS connect");
+                Self::Ws(Box::new(upgrade(Box::new(session), addr, "wss").await))
             }
         }
     }
@@ -601,4 +611,5 @@ fn main() {
         stats.average_batch(),
         stats.queue_full
     );
+    shards::run(measure, &transports);
 }

@@ -15,6 +15,7 @@ pub mod frames;
 pub mod pki;
 pub mod recorder;
 pub mod scenarios;
+pub mod shard;
 pub mod transport;
 pub mod websocket;
 

@@ -1,15 +1,17 @@
 //! Conversions from the TOML schema into the runtime config types of the
 //! crates that run the bus.
 //!
-//! Sections without a runtime type yet (QUIC, shards, replicas, admin) are read from the public fields directly until their
+//! Sections without a runtime type yet (QUIC, replicas, admin) are read
+//! from the public fields directly until their
 //! transport crates define one.
 
 use std::{num::NonZeroUsize, thread};
 
 use bus_core::{BusConfig, SlowConsumerPolicy};
+use bus_shard::ShardsConfig;
 use bus_tcp::{TcpConnectorConfig, TcpListenerConfig};
 
-use crate::{Config, SlowConsumer, validate::MAX_SHARDS};
+use crate::{Config, Placement, SlowConsumer, validate::MAX_SHARDS};
 
 impl Config {
     /// The runtime configuration of the bus on shard `shard`.
@@ -137,5 +139,20 @@ impl Config {
         u16::try_from(count)
             .unwrap_or(MAX_SHARDS)
             .clamp(1, MAX_SHARDS)
+    }
+
+    /// The runtime settings of the shard layer, with `count` resolved as
+    /// [`shard_count`](Self::shard_count) does.
+    pub fn shards_config(&self) -> ShardsConfig {
+        let shards = &self.shards;
+        let mut config = ShardsConfig::new(self.shard_count());
+        config.pin_cpus = shards.pin_cpus;
+        config.placement = match shards.placement {
+            Placement::RoundRobin => bus_shard::Placement::RoundRobin,
+            Placement::LeastConnections => bus_shard::Placement::LeastConnections,
+        };
+        config.shard0_takes_clients = shards.shard0_takes_clients;
+        config.inbox_capacity_frames = shards.inbox_capacity_frames;
+        config
     }
 }

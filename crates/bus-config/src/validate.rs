@@ -43,13 +43,12 @@ const QUIC_WINDOW: RangeInclusive<ByteSize> = ByteSize::kib(1)..=ByteSize::gib(1
 const QUIC_INITIAL_MTU: RangeInclusive<u16> = 1200..=65_527;
 /// `quic.udp_send_buffer`, `quic.udp_receive_buffer`.
 const UDP_BUFFER: RangeInclusive<ByteSize> = ByteSize::kib(4)..=ByteSize::gib(1);
-/// Largest `shards.count`; 0 means one per core.
-pub(crate) const MAX_SHARDS: u16 = 1024;
+/// Largest `shards.count`; 0 means one per core. The shard layer's own
+/// bound, so the two cannot disagree.
+pub(crate) use bus_shard::config::MAX_SHARDS;
 
 // The ws.max_frame_size range is never empty.
 const _: () = assert!(MIN_WS_FRAME_SIZE.0 <= limits::MIN_MAX_MESSAGE_SIZE_BYTES as u64);
-// Shard indices live in the top 16 bits of a client id (spec §5).
-const _: () = assert!(MAX_SHARDS as u32 <= u16::MAX as u32 + 1);
 
 impl Config {
     /// Checks every range and every relation between fields; the first

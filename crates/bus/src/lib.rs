@@ -37,6 +37,8 @@
 //! | `ws`     | no      | [`ws`]: WebSocket listener and connector (`bus-ws`); turns on `tcp` |
 //! | `wss`    | no      | WebSocket over TLS 1.3 in [`ws`] (`WsListener::bind_tls`, `connect_tls`); turns on `ws` and `tls` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
+//! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
+//! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -72,3 +74,13 @@ pub use bus_ws as ws;
 #[cfg(feature = "config")]
 #[doc(inline)]
 pub use bus_config as config;
+
+#[cfg(feature = "client")]
+#[doc(inline)]
+pub use bus_client as client;
+#[cfg(feature = "client")]
+#[doc(no_inline)]
+pub use bus_client::{Client, ClientError, ClientOptions};
+#[cfg(feature = "shard")]
+#[doc(inline)]
+pub use bus_shard as shard;

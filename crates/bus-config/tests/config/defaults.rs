@@ -95,3 +95,29 @@ fn shard_count_resolves_zero_to_the_cores() {
     let config = Config::from_toml_str("[shards]\ncount = 3").unwrap();
     assert_eq!(config.shard_count(), 3);
 }
+
+#[test]
+fn shards_section_converts_and_matches_the_runtime_defaults() {
+    let config = Config::embedded_defaults();
+    let shards = config.shards_config();
+    let mut expected = bus_shard::ShardsConfig::default();
+    expected.count = config.shard_count();
+    assert_eq!(shards, expected);
+    assert_eq!(
+        shards.inbox_capacity_frames,
+        bus_shard::config::DEFAULT_INBOX_CAPACITY_FRAMES
+    );
+    shards.validate().unwrap();
+
+    let config = Config::from_toml_str(
+        "[shards]\ncount = 3\npin_cpus = true\nplacement = \"least-connections\"\n\
+         shard0_takes_clients = false\ninbox_capacity_frames = 8",
+    )
+    .unwrap();
+    let shards = config.shards_config();
+    assert_eq!(shards.count, 3);
+    assert!(shards.pin_cpus);
+    assert_eq!(shards.placement, bus_shard::Placement::LeastConnections);
+    assert!(!shards.shard0_takes_clients);
+    assert_eq!(shards.inbox_capacity_frames, 8);
+}

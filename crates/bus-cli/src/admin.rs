@@ -1,0 +1,574 @@
+//! The admin endpoint: a minimal HTTP/1.1 server for operators, off by
+//! default (`[admin]`, `--admin ADDR`).
+//!
+//! | path       | answer |
+//! |------------|--------|
+//! | `/healthz` | `200 ok` while serving, `503` once shutting down |
+//! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
+//! | `/connz`   | JSON: every connection with its metadata and counters |
+//!
+//! Only `GET` (and `HEAD`), one request per connection (`Connection:
+//! close`). Everything is bounded: the request head (8 KiB), the time to
+//! read it and to write the answer (5 s each), and the connections served
+//! at once (64; more are closed at once). It reads counters through
+//! [`StatsSource`], so the multi-shard runtime plugs in by implementing it.
+
+use std::{
+    cell::Cell,
+    fmt::Write as _,
+    net::SocketAddr,
+    rc::Rc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use bus_core::{
+    Bus, BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind,
+};
+use compio::{
+    BufResult,
+    io::{AsyncRead, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    runtime::{JoinHandle, time},
+};
+use serde::Serialize;
+
+use crate::{Error, transports};
+
+/// Largest request head accepted.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
+/// Bound on reading a request, and separately on writing its answer.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// One shard's counters and connections, as the admin endpoint shows them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ShardView {
+    /// The shard index.
+    pub shard: u16,
+    /// Its bus counters.
+    pub stats: BusStats,
+    /// Its live connections.
+    pub connections: Vec<ConnectionSnapshot>,
+}
+
+/// Where the admin endpoint reads the node's state from.
+pub trait StatsSource: 'static {
+    /// A view of every shard, now.
+    fn shards(&self) -> Vec<ShardView>;
+    /// Whether the node is shutting down.
+    fn is_shutting_down(&self) -> bool;
+}
+
+impl StatsSource for Bus {
+    fn shards(&self) -> Vec<ShardView> {
+        vec![ShardView {
+            shard: self.shard(),
+            stats: self.stats(),
+            connections: self.connections(),
+        }]
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        Bus::is_shutting_down(self)
+    }
+}
+
+/// Facts about the node shown in `bus_info`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// `bus` version.
+    pub version: &'static str,
+    /// The compio I/O driver (`IoUring`, `Poll`, ...).
+    pub driver: String,
+}
+
+/// A running admin endpoint; dropping it stops accepting.
+#[derive(Debug)]
+pub struct AdminServer {
+    addr: SocketAddr,
+    _accept: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `listen` and serves on this thread's compio runtime.
+    pub async fn start(
+        source: Rc<dyn StatsSource>,
+        listen: SocketAddr,
+        info: NodeInfo,
+    ) -> Result<Self, Error> {
+        let bind_error = |e: std::io::Error| Error::Bind {
+            what: "admin".into(),
+            addr: listen,
+            message: e.to_string(),
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let accept = compio::runtime::spawn(accept_loop(listener, source, Rc::new(info)));
+        Ok(Self {
+            addr,
+            _accept: accept,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+async fn accept_loop(listener: TcpListener, source: Rc<dyn StatsSource>, info: Rc<NodeInfo>) {
+    let live = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(err) => {
+                tracing::warn!(%err, "admin accept failed");
+                time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if live.get() >= MAX_CONNECTIONS {
+            continue; // dropping the stream closes it
+        }
+        live.set(live.get() + 1);
+        let guard_live = live.clone();
+        let source = source.clone();
+        let info = info.clone();
+        compio::runtime::spawn(async move {
+            let _done = scopeguard::guard(guard_live, |live| live.set(live.get() - 1));
+            serve_connection(stream, &*source, &info).await;
+        })
+        .detach();
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, source: &dyn StatsSource, info: &NodeInfo) {
+    let response = match time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(head)) => respond(&head, source, info),
+        Ok(Err(response)) => response,
+        Err(_) => Response::text(408, "Request Timeout", "request not received in time\n"),
+    };
+    let bytes = response.into_bytes();
+    let _ = time::timeout(IO_TIMEOUT, async {
+        let BufResult(res, _) = stream.write_all(bytes).await;
+        if res.is_ok() {
+            let _ = compio::io::AsyncWrite::shutdown(&mut stream).await;
+        }
+    })
+    .await;
+}
+
+/// Reads up to the end of the request head.
+async fn read_head(stream: &mut TcpStream) -> Result<String, Response> {
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk: Vec<u8> = Vec::with_capacity(2048);
+    loop {
+        if let Some(end) = find_head_end(&head) {
+            head.truncate(end);
+            return String::from_utf8(head)
+                .map_err(|_| Response::text(400, "Bad Request", "request head is not UTF-8\n"));
+        }
+        if head.len() >= MAX_REQUEST_HEAD_BYTES {
+            return Err(Response::text(
+                431,
+                "Request Header Fields Too Large",
+                "request head over 8 KiB\n",
+            ));
+        }
+        chunk.clear();
+        let BufResult(res, returned) = stream.read(chunk).await;
+        chunk = returned;
+        match res {
+            Ok(0) | Err(_) => {
+                return Err(Response::text(400, "Bad Request", "incomplete request\n"));
+            }
+            Ok(_) => head.extend_from_slice(&chunk),
+        }
+    }
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    body: String,
+    head_only: bool,
+}
+
+impl Response {
+    fn text(status: u16, reason: &'static str, body: &str) -> Self {
+        Self {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_owned(),
+            head_only: false,
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        if !self.head_only {
+            out.extend_from_slice(self.body.as_bytes());
+        }
+        out
+    }
+}
+
+/// Routes one request head to its answer.
+fn respond(head: &str, source: &dyn StatsSource, info: &NodeInfo) -> Response {
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Response::text(400, "Bad Request", "malformed request line\n");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Response::text(505, "HTTP Version Not Supported", "HTTP/1.x only\n");
+    }
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        let mut r = Response::text(405, "Method Not Allowed", "GET or HEAD only\n");
+        r.head_only = false;
+        return r;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    let mut response = match path {
+        "/healthz" if source.is_shutting_down() => {
+            Response::text(503, "Service Unavailable", "shutting down\n")
+        }
+        "/healthz" => Response::text(200, "OK", "ok\n"),
+        "/metrics" => {
+            let mut r = Response::text(200, "OK", &render_metrics(&source.shards(), info));
+            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            r
+        }
+        "/connz" => {
+            let mut r = Response::text(200, "OK", &render_connz(&source.shards()));
+            r.content_type = "application/json";
+            r
+        }
+        "/" => Response::text(
+            200,
+            "OK",
+            "bus admin endpoint\n  /healthz  liveness\n  /metrics  Prometheus metrics\n  /connz    connections (JSON)\n",
+        ),
+        _ => Response::text(404, "Not Found", "try /healthz, /metrics or /connz\n"),
+    };
+    response.head_only = head_only;
+    response
+}
+
+/// Every Goodbye reason with a counter slot, in code order.
+const REASONS: [GoodbyeReason; GOODBYE_REASONS] = [
+    GoodbyeReason::Normal,
+    GoodbyeReason::ShuttingDown,
+    GoodbyeReason::FrameTooLarge,
+    GoodbyeReason::MalformedFrame,
+    GoodbyeReason::ChecksumMismatch,
+    GoodbyeReason::IdleTimeout,
+    GoodbyeReason::SlowConsumer,
+    GoodbyeReason::HandshakeFailed,
+    GoodbyeReason::ProtocolViolation,
+    GoodbyeReason::Evicted,
+];
+
+/// The shard counters exported as `bus_<name>_total`, with their help text.
+type CounterField = (&'static str, &'static str, fn(&BusStats) -> u64);
+
+const COUNTERS: [CounterField; 11] = [
+    (
+        "connections_accepted",
+        "Connections accepted or installed.",
+        |s| s.connections_total,
+    ),
+    (
+        "handshake_failures",
+        "Connections whose transport handshake failed or timed out.",
+        |s| s.handshake_failures,
+    ),
+    ("frames_in", "Frames received.", |s| s.frames_in),
+    ("bytes_in", "Bytes received (whole frames).", |s| s.bytes_in),
+    ("frames_out", "Frames written.", |s| s.frames_out),
+    ("bytes_out", "Bytes written.", |s| s.bytes_out),
+    (
+        "write_batches",
+        "Writes issued (frames_out / write_batches is the average batch).",
+        |s| s.write_batches,
+    ),
+    (
+        "queue_full",
+        "Sends refused because the connection's outbound queue was full.",
+        |s| s.queue_full,
+    ),
+    (
+        "frames_dropped",
+        "Queued frames dropped when their connection closed without flushing.",
+        |s| s.frames_dropped,
+    ),
+    ("handler_panics", "Handler calls that panicked.", |s| {
+        s.handler_panics
+    }),
+    (
+        "connection_panics",
+        "Connection tasks that panicked outside the handler.",
+        |s| s.connection_panics,
+    ),
+];
+
+/// Renders the Prometheus text exposition format (version 0.0.4).
+pub fn render_metrics(shards: &[ShardView], info: &NodeInfo) -> String {
+    let mut out = String::with_capacity(4096);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP bus_{name} {help}");
+        let _ = writeln!(out, "# TYPE bus_{name} {kind}");
+    };
+    family(
+        &mut out,
+        "info",
+        "gauge",
+        "Node build and runtime facts; always 1.",
+    );
+    let _ = writeln!(
+        out,
+        "bus_info{{version=\"{}\",driver=\"{}\"}} 1",
+        info.version, info.driver
+    );
+    family(
+        &mut out,
+        "connections",
+        "gauge",
+        "Live connections by transport and shard.",
+    );
+    for view in shards {
+        for kind in transports::ALL {
+            let count = view
+                .connections
+                .iter()
+                .filter(|c| c.info.transport == kind)
+                .count();
+            let _ = writeln!(
+                out,
+                "bus_connections{{shard=\"{}\",transport=\"{}\"}} {count}",
+                view.shard,
+                kind.as_str()
+            );
+        }
+    }
+    for (name, help, get) in COUNTERS {
+        family(&mut out, &format!("{name}_total"), "counter", help);
+        for view in shards {
+            let _ = writeln!(
+                out,
+                "bus_{name}_total{{shard=\"{}\"}} {}",
+                view.shard,
+                get(&view.stats)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "goodbyes_sent_total",
+        "counter",
+        "Goodbyes sent, by reason.",
+    );
+    for view in shards {
+        for (reason, count) in REASONS.iter().zip(view.stats.goodbyes_sent) {
+            let _ = writeln!(
+                out,
+                "bus_goodbyes_sent_total{{shard=\"{}\",reason=\"{reason}\"}} {count}",
+                view.shard
+            );
+        }
+    }
+    family(
+        &mut out,
+        "tasks",
+        "gauge",
+        "Live background tasks of the bus.",
+    );
+    for view in shards {
+        let _ = writeln!(
+            out,
+            "bus_tasks{{shard=\"{}\"}} {}",
+            view.shard, view.stats.tasks
+        );
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Connz {
+    connections: usize,
+    shards: Vec<ShardConnz>,
+}
+
+#[derive(Serialize)]
+struct ShardConnz {
+    shard: u16,
+    connections: Vec<ConnectionEntry>,
+}
+
+#[derive(Serialize)]
+struct ConnectionEntry {
+    /// `"client"` or `"replica"`.
+    kind: &'static str,
+    /// Client id (hex) or replica id.
+    id: String,
+    transport: &'static str,
+    peer_addr: String,
+    connected_since_unix_ms: u128,
+    identity: Option<String>,
+    closing: bool,
+    frames_in: u64,
+    bytes_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
+    write_batches: u64,
+    queue_full: u64,
+    queue_depth: usize,
+}
+
+fn transport_name(kind: TransportKind) -> &'static str {
+    kind.as_str()
+}
+
+/// Renders `/connz`.
+pub fn render_connz(shards: &[ShardView]) -> String {
+    let shards: Vec<ShardConnz> = shards
+        .iter()
+        .map(|view| ShardConnz {
+            shard: view.shard,
+            connections: view
+                .connections
+                .iter()
+                .map(|c| {
+                    let (kind, id) = match c.peer {
+                        Peer::Client(id) => ("client", format!("{:#x}", id.as_raw())),
+                        Peer::Replica(r) => ("replica", r.to_string()),
+                    };
+                    ConnectionEntry {
+                        kind,
+                        id,
+                        transport: transport_name(c.info.transport),
+                        peer_addr: c.info.peer_addr.to_string(),
+                        connected_since_unix_ms: c
+                            .info
+                            .connected_since
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis()),
+                        identity: c.info.identity.clone(),
+                        closing: c.closing,
+                        frames_in: c.stats.frames_in,
+                        bytes_in: c.stats.bytes_in,
+                        frames_out: c.stats.frames_out,
+                        bytes_out: c.stats.bytes_out,
+                        write_batches: c.stats.write_batches,
+                        queue_full: c.stats.queue_full,
+                        queue_depth: c.stats.queue_depth,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let connz = Connz {
+        connections: shards.iter().map(|s| s.connections.len()).sum(),
+        shards,
+    };
+    let mut json =
+        serde_json::to_string_pretty(&connz).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    json.push('\n');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Vec<ShardView>);
+
+    impl StatsSource for Fixed {
+        fn shards(&self) -> Vec<ShardView> {
+            self.0.clone()
+        }
+        fn is_shutting_down(&self) -> bool {
+            false
+        }
+    }
+
+    fn info() -> NodeInfo {
+        NodeInfo {
+            version: "0.1.0",
+            driver: "IoUring".into(),
+        }
+    }
+
+    #[test]
+    fn routes_and_refuses() {
+        let source = Fixed(vec![ShardView {
+            shard: 0,
+            stats: BusStats::default(),
+            connections: Vec::new(),
+        }]);
+        let get = |line: &str| respond(line, &source, &info());
+        assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
+        assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
+        assert_eq!(get("GET /connz HTTP/1.0").status, 200);
+        assert_eq!(get("GET /nope HTTP/1.1").status, 404);
+        assert_eq!(get("POST /metrics HTTP/1.1").status, 405);
+        assert_eq!(get("GET /metrics SPDY/3").status, 505);
+        assert_eq!(get("garbage").status, 400);
+        assert!(
+            get("HEAD /healthz HTTP/1.1")
+                .into_bytes()
+                .ends_with(b"\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn metrics_have_help_type_and_every_transport() {
+        let mut stats = BusStats::default();
+        stats.frames_in = 7;
+        stats.goodbyes_sent[1] = 3;
+        let text = render_metrics(
+            &[ShardView {
+                shard: 0,
+                stats,
+                connections: Vec::new(),
+            }],
+            &info(),
+        );
+        assert!(
+            text.contains(
+                "# TYPE bus_frames_in_total counter\nbus_frames_in_total{shard=\"0\"} 7\n"
+            )
+        );
+        assert!(text.contains("bus_goodbyes_sent_total{shard=\"0\",reason=\"ShuttingDown\"} 3\n"));
+        for kind in ["tcp", "tls", "ws", "wss", "quic"] {
+            assert!(text.contains(&format!(
+                "bus_connections{{shard=\"0\",transport=\"{kind}\"}} 0\n"
+            )));
+        }
+    }
+
+    #[test]
+    fn head_end_is_found_only_when_complete() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\n"), Some(14));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+}

@@ -1,0 +1,79 @@
+//! The reference node application of spec §8, the one `bus serve` and the
+//! in-process `bus bench` node run:
+//!
+//! | command | name        | the node answers |
+//! |--------:|-------------|------------------|
+//! | 16      | `Echo`      | `EchoReply` (17): the same `request`, `view`, `release`, `reserved_frame`, `command_area` and body |
+//! | 18      | `Broadcast` | `Delivery` (19) with the same body to every connected client (sender included), then `BroadcastAck` (20) to the sender: same `request`, `command_area[0..4]` = clients addressed |
+//!
+//! Replies are sealed. Any other application command is answered with
+//! `Goodbye(ProtocolViolation)` and a close. `Ping` is answered by the bus
+//! itself. Every send is the bus's non-blocking enqueue: a full queue drops
+//! that reply (the client's request times out) and never blocks the shard.
+
+use bus_core::{Bus, Command, Frame, FrameMut, GoodbyeReason, Peer};
+
+/// `Echo`: answered with [`ECHO_REPLY`].
+pub const ECHO: u8 = 16;
+/// `EchoReply`: the answer to [`ECHO`].
+pub const ECHO_REPLY: u8 = 17;
+/// `Broadcast`: its body goes to every client as a [`DELIVERY`].
+pub const BROADCAST: u8 = 18;
+/// `Delivery`: a broadcast body, sent to every client.
+pub const DELIVERY: u8 = 19;
+/// `BroadcastAck`: tells the broadcaster how many clients were addressed.
+pub const BROADCAST_ACK: u8 = 20;
+
+/// The node's [`Handler`](bus_core::Handler): `bus.serve(listener)` with
+/// `Bus::new(config, bus_cli::node::handle)`.
+pub fn handle(bus: &Bus, from: Peer, frame: Frame) {
+    let Peer::Client(id) = from else { return };
+    match frame.header().command_raw() {
+        ECHO => {
+            let _ = bus.send_to_client(id, echo_reply(frame));
+        }
+        BROADCAST => {
+            let request = frame.header().request();
+            let mut delivery = FrameMut::with_body(Command::from_u8(DELIVERY), frame.body());
+            delivery.seal();
+            let report = bus.broadcast(&delivery.freeze());
+            // Addressed: every client the delivery was meant for, including
+            // those whose queue was full (best effort across shards).
+            let addressed = report.queued + report.queue_full;
+            let _ = bus.send_to_client(id, broadcast_ack(request, addressed));
+        }
+        other => {
+            let detail =
+                format!("command {other} is not served by this node (16 Echo, 18 Broadcast)");
+            let _ = bus.close_client(id, GoodbyeReason::ProtocolViolation, &detail);
+        }
+    }
+}
+
+/// `EchoReply` for `echo`: everything kept but the command and the
+/// `client` field the bus stamped, then sealed. Reuses the received buffer
+/// (it has one handle, so nothing is copied).
+fn echo_reply(echo: Frame) -> Frame {
+    let mut reply = echo.into_mut();
+    let header = reply.header_mut();
+    header.set_command(Command::from_u8(ECHO_REPLY));
+    header.set_client(0);
+    reply.seal();
+    reply.freeze()
+}
+
+fn broadcast_ack(request: u64, addressed: usize) -> Frame {
+    let mut ack = FrameMut::new(Command::from_u8(BROADCAST_ACK), 0);
+    let header = ack.header_mut();
+    header.set_request(request);
+    let count = u32::try_from(addressed).unwrap_or(u32::MAX);
+    header.command_area_mut()[0..4].copy_from_slice(&count.to_le_bytes());
+    ack.seal();
+    ack.freeze()
+}
+
+/// The client count carried by a `BroadcastAck`.
+pub fn broadcast_ack_count(ack: &Frame) -> u32 {
+    let area = ack.header().command_area();
+    u32::from_le_bytes([area[0], area[1], area[2], area[3]])
+}

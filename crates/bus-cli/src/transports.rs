@@ -1,0 +1,211 @@
+//! Which transports this binary has, which the config enables, and how each
+//! one is bound and handed to the bus.
+//!
+//! This is the one file a new transport touches: add its cargo feature,
+//! return `true` from [`is_available`] under it, and bind its listener in
+//! [`serve`] (the config section is already parsed by `bus-config`). A
+//! transport that is not compiled in is simply absent: enabling it is a
+//! configuration error that says how to get it.
+#![cfg_attr(
+    not(feature = "tcp"),
+    allow(
+        dead_code,
+        unused_variables,
+        reason = "a build without transports serves nothing"
+    )
+)]
+
+use std::net::SocketAddr;
+
+use bus_config::Config;
+use bus_core::{Bus, TransportKind};
+
+use crate::Error;
+
+/// Every transport, in the order of spec §7.
+pub const ALL: [TransportKind; 5] = [
+    TransportKind::Tcp,
+    TransportKind::Tls,
+    TransportKind::Ws,
+    TransportKind::Wss,
+    TransportKind::Quic,
+];
+
+/// Whether this binary was built with `kind`.
+#[allow(
+    clippy::match_like_matches_macro,
+    reason = "one arm per transport, added as each lands"
+)]
+pub const fn is_available(kind: TransportKind) -> bool {
+    match kind {
+        TransportKind::Tcp => cfg!(feature = "tcp"),
+        TransportKind::Tls => cfg!(feature = "tls"),
+        _ => false,
+    }
+}
+
+/// Whether the config turns `kind` on.
+pub fn is_enabled(config: &Config, kind: TransportKind) -> bool {
+    match kind {
+        TransportKind::Tcp => config.tcp.enabled,
+        TransportKind::Tls => config.tls.enabled,
+        TransportKind::Ws => config.ws.enabled,
+        TransportKind::Wss => config.wss.enabled,
+        TransportKind::Quic => config.quic.enabled,
+        _ => false,
+    }
+}
+
+/// The address the config binds `kind` to.
+pub fn listen_addr(config: &Config, kind: TransportKind) -> SocketAddr {
+    match kind {
+        TransportKind::Tls => config.tls.listen,
+        TransportKind::Ws => config.ws.listen,
+        TransportKind::Wss => config.wss.listen,
+        TransportKind::Quic => config.quic.listen,
+        _ => config.tcp.listen,
+    }
+}
+
+/// Sets `kind`'s section to enabled on `addr`, or disabled for `None`.
+pub fn set_listen(config: &mut Config, kind: TransportKind, addr: Option<SocketAddr>) {
+    let (enabled, listen) = match kind {
+        TransportKind::Tls => (&mut config.tls.enabled, &mut config.tls.listen),
+        TransportKind::Ws => (&mut config.ws.enabled, &mut config.ws.listen),
+        TransportKind::Wss => (&mut config.wss.enabled, &mut config.wss.listen),
+        TransportKind::Quic => (&mut config.quic.enabled, &mut config.quic.listen),
+        _ => (&mut config.tcp.enabled, &mut config.tcp.listen),
+    };
+    *enabled = addr.is_some();
+    if let Some(addr) = addr {
+        *listen = addr;
+    }
+}
+
+/// The transports the config enables, in spec order.
+pub fn enabled(config: &Config) -> Vec<TransportKind> {
+    ALL.into_iter()
+        .filter(|kind| is_enabled(config, *kind))
+        .collect()
+}
+
+/// Binds `kind`'s listener as configured and has `bus` serve it; returns
+/// the bound address (the real port when configured with port 0).
+pub fn serve(
+    bus: &Bus,
+    config: &Config,
+    kind: TransportKind,
+    certs: &Certificates,
+) -> Result<SocketAddr, Error> {
+    let addr = listen_addr(config, kind);
+    let bind_error = |message: String| Error::Bind {
+        what: kind.to_string(),
+        addr,
+        message,
+    };
+    match kind {
+        #[cfg(feature = "tcp")]
+        TransportKind::Tcp => {
+            use bus_core::transport::Listener;
+            let listener = bus_tcp::TcpListener::bind(&config.tcp_listener_config())
+                .map_err(|e| bind_error(error_cause(&e)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| bind_error(e.to_string()))?;
+            bus.serve(listener)?;
+            Ok(bound)
+        }
+        #[cfg(feature = "tls")]
+        TransportKind::Tls => {
+            use bus_core::transport::Listener;
+            let tls = certs.server_tls()?;
+            let listener = bus_tls::TlsListener::bind(&config.tls_listener_config(), tls)
+                .map_err(|e| bind_error(error_cause(&e)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| bind_error(e.to_string()))?;
+            bus.serve(listener)?;
+            Ok(bound)
+        }
+        other => Err(Error::TransportNotAvailable {
+            transport: other,
+            how: format!("{other}.enabled"),
+        }),
+    }
+}
+
+/// The node's certificate for every TLS-based transport, loaded once (or
+/// generated into the data dir) when the first of them is bound, and
+/// reloaded on SIGHUP.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    #[cfg(feature = "tls")]
+    server: Option<bus_tls::ServerTls>,
+}
+
+impl Certificates {
+    /// Loads the `[tls]` certificate if any enabled transport needs one.
+    pub fn load(config: &Config, data_dir: &std::path::Path) -> Result<Self, Error> {
+        #[cfg(feature = "tls")]
+        {
+            let needed = [TransportKind::Tls, TransportKind::Wss, TransportKind::Quic]
+                .into_iter()
+                .any(|kind| is_available(kind) && is_enabled(config, kind));
+            let server = if needed {
+                let settings = config.tls_server_config(data_dir);
+                Some(bus_tls::ServerTls::new(&settings).map_err(|e| Error::Tls(e.to_string()))?)
+            } else {
+                None
+            };
+            Ok(Self { server })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (config, data_dir);
+            Ok(Self::default())
+        }
+    }
+
+    /// The server TLS state, for a TLS-based listener.
+    #[cfg(feature = "tls")]
+    pub fn server_tls(&self) -> Result<bus_tls::ServerTls, Error> {
+        self.server
+            .clone()
+            .ok_or_else(|| Error::Tls("no certificate was loaded".into()))
+    }
+
+    /// The certificate file served (what clients of a self-signed
+    /// certificate trust), and whether this start generated it.
+    pub fn served(&self) -> Option<(std::path::PathBuf, bool)> {
+        #[cfg(feature = "tls")]
+        {
+            self.server.as_ref().map(|tls| {
+                let served = tls.served();
+                (served.cert, served.generated)
+            })
+        }
+        #[cfg(not(feature = "tls"))]
+        None
+    }
+
+    /// Re-reads the certificate files for new handshakes; on error the
+    /// current certificate stays. `Ok(false)` when nothing is loaded.
+    pub fn reload(&self) -> Result<bool, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.server {
+            tls.reload().map_err(|e| Error::Tls(e.to_string()))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The innermost cause of an error, without the "cannot listen on ADDR"
+/// prefix our own message already has.
+fn error_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}

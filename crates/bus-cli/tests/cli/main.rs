@@ -1,0 +1,9 @@
+//! `bus-cli` end to end: the `bus` binary as a child process (serve, ping,
+//! bench, admin) and the client library against real nodes. Every socket is
+//! on loopback with an ephemeral port; every wait is bounded.
+
+mod admin;
+mod client;
+mod common;
+mod serve;
+mod tls;

@@ -1,0 +1,436 @@
+//! The connection task: dial, handshake, run the session (reader and writer
+//! side by side), and on loss fail everything outstanding at once, then
+//! reconnect with backoff if asked to.
+//!
+//! ```text
+//! drive ─▶ dial (≤ connect_timeout) ─▶ establish (≤ handshake_timeout) ─▶ session
+//!   ▲                                                                     ├─ read_loop:  replies → slots, Pong → slot, Delivery… → unsolicited
+//!   │                                                                     └─ write_loop: queue → batch (≤ max_batch_frames) → write
+//!   └── backoff with full jitter ◀── connection lost: every outstanding request fails now
+//! ```
+//!
+//! Per transport the session is monomorphic ([`Dialed`] names the concrete
+//! connection); a transport not compiled in has no variant.
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    io,
+    pin::pin,
+    rc::Rc,
+    time::Instant,
+};
+
+use bus_core::{
+    Command, DecodeLimits, Error, Frame, Goodbye, GoodbyeReason,
+    transport::{Connection, FrameReader, FrameWriter},
+};
+use compio::{BufResult, runtime::time};
+use futures_util::{FutureExt, future::pending, select_biased};
+
+use crate::{
+    ClientError,
+    client::{Inner, bump},
+    url::Scheme,
+};
+
+/// A dialed connection, before its transport handshake: one variant per
+/// compiled-in transport.
+pub(crate) enum Dialed {
+    /// Plain TCP.
+    #[cfg(feature = "tcp")]
+    Tcp(bus_tcp::TcpConnection),
+    /// TCP, TLS handshake pending.
+    #[cfg(feature = "tls")]
+    Tls(bus_tls::TlsOutgoing),
+}
+
+/// Dials the endpoint with the transport its scheme names.
+async fn dial(inner: &Inner) -> Result<Dialed, ClientError> {
+    let endpoint = &inner.endpoint;
+    match endpoint.scheme {
+        #[cfg(feature = "tcp")]
+        Scheme::Tcp => dial_tcp(inner).await.map(Dialed::Tcp),
+        #[cfg(feature = "tls")]
+        Scheme::Tls => dial_tls(inner).await.map(Dialed::Tls),
+        #[allow(
+            unreachable_patterns,
+            reason = "reachable in builds without some transport features"
+        )]
+        other => Err(ClientError::SchemeNotAvailable {
+            scheme: other.as_str(),
+            feature: other.feature(),
+        }),
+    }
+}
+
+/// Resolves the host and tries each address in turn.
+async fn resolve(inner: &Inner) -> Result<Vec<std::net::SocketAddr>, ClientError> {
+    use compio::net::ToSocketAddrsAsync;
+    let endpoint = &inner.endpoint;
+    let resolve_error = |message: String| ClientError::Resolve {
+        host: endpoint.host.clone(),
+        message,
+    };
+    let target = (endpoint.host.as_str(), endpoint.port);
+    let lookup = target.to_socket_addrs_async();
+    let addrs: Vec<_> = match time::timeout(inner.options.connect_timeout, lookup).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(err)) => return Err(resolve_error(err.to_string())),
+        Err(_) => {
+            return Err(resolve_error(format!(
+                "no answer within {:?}",
+                inner.options.connect_timeout
+            )));
+        }
+    };
+    if addrs.is_empty() {
+        return Err(resolve_error("no addresses".into()));
+    }
+    Ok(addrs)
+}
+
+#[cfg(feature = "tcp")]
+async fn dial_tcp(inner: &Inner) -> Result<bus_tcp::TcpConnection, ClientError> {
+    let mut config = bus_tcp::TcpConnectorConfig::default();
+    config.connect_timeout = inner.options.connect_timeout;
+    let mut last = None;
+    for addr in resolve(inner).await? {
+        match bus_tcp::connect(addr, &config).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) => last = Some(err),
+        }
+    }
+    let err = last.expect("resolve returns at least one address");
+    // The URL is in ClientError's message already; keep only the cause.
+    let (kind, message) = match &err {
+        bus_tcp::TcpError::Connect { source, .. } => (source.kind(), source.to_string()),
+        bus_tcp::TcpError::ConnectTimeout { timeout, .. } => (
+            io::ErrorKind::TimedOut,
+            format!("no answer within {timeout:?}"),
+        ),
+        other => (io::ErrorKind::Other, other.to_string()),
+    };
+    Err(ClientError::Connect {
+        url: inner.endpoint.to_string(),
+        kind,
+        message,
+    })
+}
+
+/// Dials TCP for a TLS session: trusts `ClientOptions::ca_file`, expects a
+/// certificate for `server_name` (default: the URL's host). The handshake
+/// runs in `establish`, bounded by the handshake timeout.
+#[cfg(feature = "tls")]
+async fn dial_tls(inner: &Inner) -> Result<bus_tls::TlsOutgoing, ClientError> {
+    let options = &inner.options;
+    let connect_error = |kind: io::ErrorKind, message: String| ClientError::Connect {
+        url: inner.endpoint.to_string(),
+        kind,
+        message,
+    };
+    let Some(ca_file) = &options.ca_file else {
+        return Err(connect_error(
+            io::ErrorKind::InvalidInput,
+            "tls:// needs a CA file to trust (ClientOptions::ca_file; for a development \
+             node, the cert.pem that `bus serve` prints)"
+                .into(),
+        ));
+    };
+    let server_name = options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| inner.endpoint.host.clone());
+    let mut config = bus_tls::TlsClientConfig::new(ca_file, server_name);
+    config.tcp.connect_timeout = options.connect_timeout;
+    config.handshake_timeout = options.handshake_timeout;
+    let tls = bus_tls::ClientTls::new(&config)
+        .map_err(|err| connect_error(io::ErrorKind::InvalidInput, err.to_string()))?;
+    let mut last = None;
+    for addr in resolve(inner).await? {
+        match tls.dial(addr).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) => last = Some(err),
+        }
+    }
+    let err = last.expect("resolve returns at least one address");
+    let kind = match &err {
+        bus_tls::TlsError::Tcp(bus_tcp::TcpError::Connect { source, .. }) => source.kind(),
+        bus_tls::TlsError::Tcp(bus_tcp::TcpError::ConnectTimeout { .. }) => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::Other,
+    };
+    Err(connect_error(kind, err.to_string()))
+}
+
+/// Runs a dialed connection until it ends.
+async fn run_dialed(inner: &Inner, dialed: Dialed) -> Result<ClientError, ClientError> {
+    match dialed {
+        #[cfg(feature = "tcp")]
+        Dialed::Tcp(connection) => run_session(inner, connection).await,
+        #[cfg(feature = "tls")]
+        Dialed::Tls(connection) => run_session(inner, connection).await,
+    }
+}
+
+/// The connection task of one client, until it is closed for good.
+pub(crate) async fn drive(inner: Rc<Inner>) {
+    let mut attempt: u32 = 0;
+    let mut rng = Rng::new();
+    let terminal = loop {
+        if inner.close_requested() {
+            break ClientError::Closed;
+        }
+        let outcome = match abortable(&inner, dial(&inner)).await {
+            None => break ClientError::Closed,
+            Some(Ok(dialed)) => run_dialed(&inner, dialed).await,
+            Some(Err(err)) => Err(err),
+        };
+        let last = match outcome {
+            // The connection was up and is gone: start counting afresh.
+            // (`run_session` already failed what was outstanding.)
+            Ok(lost) => {
+                attempt = 0;
+                lost
+            }
+            Err(failed) => {
+                tracing::debug!(endpoint = %inner.endpoint, %failed, "connection attempt failed");
+                inner.attempt_failed(failed.clone());
+                failed
+            }
+        };
+        if inner.close_requested() {
+            break ClientError::Closed;
+        }
+        let Some(policy) = inner.options.reconnect else {
+            break last;
+        };
+        if policy.max_attempts.is_some_and(|max| attempt >= max) {
+            break ClientError::NotConnected(format!(
+                "gave up on {} after {attempt} reconnect attempts: {last}",
+                inner.endpoint
+            ));
+        }
+        let delay = policy.delay(attempt, rng.next());
+        attempt = attempt.saturating_add(1);
+        if abortable(&inner, time::sleep(delay)).await.is_none() {
+            break ClientError::Closed;
+        }
+    };
+    inner.set_closed(terminal);
+}
+
+/// Runs `fut` unless the client is closed first.
+async fn abortable<F: Future>(inner: &Inner, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut.fuse());
+    loop {
+        let mut changed = pin!(inner.state_changed.changed().fuse());
+        if inner.close_requested() {
+            return None;
+        }
+        select_biased! {
+            out = fut => return Some(out),
+            () = changed => {}
+        }
+    }
+}
+
+/// How the read side ended.
+enum ReadEnd {
+    Eof,
+    Goodbye(Goodbye),
+    Failed(String),
+}
+
+/// Handshake, then reader and writer side by side. `Ok(error)` once an
+/// established connection ended (the error fails what was outstanding);
+/// `Err` when the handshake failed.
+async fn run_session<C: Connection>(
+    inner: &Inner,
+    connection: C,
+) -> Result<ClientError, ClientError> {
+    let options = &inner.options;
+    let limits = DecodeLimits {
+        max_message_size_bytes: options.max_message_size_bytes,
+        require_sealed: false,
+    };
+    let handshake = connection.establish(limits, options.read_buffer_bytes);
+    let (mut reader, mut writer, _info) =
+        match time::timeout(options.handshake_timeout, handshake).await {
+            Ok(Ok(established)) => established,
+            Ok(Err(err)) => {
+                return Err(ClientError::Connect {
+                    url: inner.endpoint.to_string(),
+                    kind: io::ErrorKind::Other,
+                    message: format!("handshake failed: {err}"),
+                });
+            }
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    url: inner.endpoint.to_string(),
+                    kind: io::ErrorKind::TimedOut,
+                    message: format!(
+                        "handshake did not complete within {:?}",
+                        options.handshake_timeout
+                    ),
+                });
+            }
+        };
+    inner.set_connected();
+    let (end, write_done) = {
+        // The reader future is never dropped mid-read while the session
+        // lives (a plain TCP read is not cancel safe); only at its end.
+        let mut read = pin!(read_loop(inner, &mut reader).fuse());
+        let mut write = pin!(write_loop(inner, &mut writer).fuse());
+        let mut deadline: Option<Instant> = None;
+        let mut write_done = false;
+        let end = loop {
+            let current = deadline;
+            let mut timer = pin!(
+                async move {
+                    match current {
+                        Some(d) => time::sleep_until(d).await,
+                        None => pending().await,
+                    }
+                }
+                .fuse()
+            );
+            select_biased! {
+                end = read => break end,
+                res = write => {
+                    write_done = true;
+                    if let Err(err) = res {
+                        break ReadEnd::Failed(format!("write failed: {err}"));
+                    }
+                    // Our Goodbye is out: the node closes its side next.
+                    deadline = Some(Instant::now() + options.close_timeout);
+                }
+                () = timer => break ReadEnd::Failed("the node did not close within close_timeout".into()),
+            }
+        };
+        (end, write_done)
+    };
+    let error = if inner.close_requested() {
+        ClientError::Closed
+    } else {
+        match end {
+            ReadEnd::Goodbye(goodbye) => ClientError::Disconnected {
+                cause: format!("the node said Goodbye({})", goodbye.reason),
+                goodbye: Some(goodbye),
+            },
+            ReadEnd::Eof => ClientError::Disconnected {
+                goodbye: None,
+                cause: "the node closed the connection".into(),
+            },
+            ReadEnd::Failed(cause) => ClientError::Disconnected {
+                goodbye: None,
+                cause,
+            },
+        }
+    };
+    // Fail what is outstanding now, not after our side's close below.
+    inner.connection_lost(&error);
+    if !write_done {
+        // The node closed or said Goodbye: stop sending and close our side.
+        let _ = time::timeout(options.close_timeout, writer.close(None)).await;
+    }
+    Ok(error)
+}
+
+async fn read_loop<R: FrameReader>(inner: &Inner, reader: &mut R) -> ReadEnd {
+    loop {
+        let frame = match reader.read_frame().await {
+            Ok(frame) => frame,
+            Err(Error::Closed) => return ReadEnd::Eof,
+            Err(err) => return ReadEnd::Failed(err.to_string()),
+        };
+        bump(&inner.counters.frames_received, 1);
+        bump(&inner.counters.bytes_received, frame.len() as u64);
+        let request = frame.header().request();
+        match frame.header().command() {
+            Command::Goodbye => {
+                return ReadEnd::Goodbye(Goodbye::decode(frame.header().command_area()));
+            }
+            Command::Ping => {
+                // A full queue drops the Pong; the node's own timeout tells it.
+                let _ = inner.enqueue(pong_for(&frame));
+            }
+            Command::Pong | Command::Application(_) => dispatch(inner, request, frame),
+            other => tracing::debug!(?other, "ignoring a bus command a client does not expect"),
+        }
+    }
+}
+
+/// A reply goes to its request; a frame that answers nothing of ours is
+/// unsolicited; a reply whose request gave up is counted and dropped.
+fn dispatch(inner: &Inner, request: u64, frame: Frame) {
+    if request == 0 {
+        if frame.header().command() != Command::Pong {
+            inner.push_unsolicited(frame);
+        }
+        return;
+    }
+    let Some(frame) = inner.complete(request, frame) else {
+        return;
+    };
+    if inner.issued(request) {
+        bump(&inner.counters.late_replies, 1);
+    } else if frame.header().command() != Command::Pong {
+        inner.push_unsolicited(frame);
+    }
+}
+
+/// `Pong` with the `Ping`'s `request` and `command_area` (spec §2).
+fn pong_for(probe: &Frame) -> Frame {
+    let mut answer = bus_core::FrameMut::new(Command::Pong, 0);
+    let header = answer.header_mut();
+    header.set_request(probe.header().request());
+    *header.command_area_mut() = *probe.header().command_area();
+    answer.seal();
+    answer.freeze()
+}
+
+async fn write_loop<W: FrameWriter>(inner: &Inner, writer: &mut W) -> io::Result<()> {
+    let max_batch = inner.options.max_batch_frames;
+    let mut batch: Vec<Frame> = Vec::with_capacity(max_batch);
+    loop {
+        let changed = inner.writer_wake.changed();
+        inner.drain_into(&mut batch, max_batch);
+        if batch.is_empty() {
+            if inner.close_requested() {
+                batch.push(Goodbye::frame(GoodbyeReason::Normal, "client closing"));
+                let BufResult(res, _) = writer.write_batch(batch).await;
+                res?;
+                return writer.close(Some(GoodbyeReason::Normal)).await;
+            }
+            changed.await;
+            continue;
+        }
+        let frames = batch.len() as u64;
+        let bytes: u64 = batch.iter().map(|f| f.len() as u64).sum();
+        let BufResult(res, returned) = writer.write_batch(batch).await;
+        batch = returned;
+        res?;
+        batch.clear();
+        bump(&inner.counters.frames_sent, frames);
+        bump(&inner.counters.bytes_sent, bytes);
+    }
+}
+
+/// xorshift64*: jitter needs spread, not secrecy. Seeded from the
+/// process's random hasher keys.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = RandomState::new().hash_one(Instant::now());
+        Self(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}

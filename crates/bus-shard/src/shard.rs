@@ -1,0 +1,463 @@
+//! One shard: a thread, its compio runtime, its bus, its mailbox, and on
+//! shard 0 the accept loops of the delegated listeners.
+//!
+//! ```text
+//! thread bus-shard-i ── runtime (io_uring, or epoll fallback: logged)
+//!   ├─ Bus (shard = i), forwarder → other shards' inboxes
+//!   ├─ accept loops (shard 0 only): accept → place → dup fd → hand over
+//!   └─ mailbox loop: stop │ inbox (frames) │ hand-overs (sockets) │ control
+//! ```
+//!
+//! The mailbox loop is the future the runtime blocks on, not a spawned
+//! task: a wake-up from another shard is one write to this runtime's driver
+//! notifier, and never occupies compio's bounded cross-thread task queue.
+//!
+//! On stop: accept loops are cancelled, the inbox is closed and what it
+//! holds is queued to its clients, the bus shuts down gracefully within the
+//! grace it was given (so those frames go out before the Goodbye), the
+//! runtime is dropped, and the exit report is sent last.
+
+use std::{
+    cell::Cell,
+    collections::HashSet,
+    net::SocketAddr,
+    os::fd::AsFd,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering::Relaxed, mpsc},
+    time::Duration,
+};
+
+use bus_core::{
+    Bus, BusConfig, ClientId, Forwarder, Frame, Handler, SendError, transport::Listener as _,
+};
+use bus_tcp::{TcpListener, TcpListenerConfig};
+use compio::runtime::{JoinHandle, RuntimeBuilder, time};
+use futures_util::{StreamExt, select_biased};
+
+use crate::{
+    ShardError,
+    config::{ACCEPT_ERROR_BACKOFF, DROP_SHUTDOWN_GRACE, INBOX_BATCH_MESSAGES, Placement},
+    handler::{ShardContext, ShardHandler},
+    link::{Control, Handoff, Link, Links, Mailbox, Message, PendingGuard, forward},
+    placement::Placer,
+    stats::{ShardExit, ShardStats},
+    transport::Install,
+};
+
+/// A listener served on one shard without delegation (QUIC, or anything
+/// that must stay where it was bound). Returns its bound address.
+pub(crate) type LocalListener =
+    Box<dyn FnOnce(&Bus) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> + Send>;
+
+/// A delegated listener: bound and accepted on shard 0.
+pub(crate) struct Delegated {
+    /// Index among all listeners, in declaration order.
+    pub(crate) index: usize,
+    pub(crate) config: TcpListenerConfig,
+    /// Index into the installers table.
+    pub(crate) installer: usize,
+}
+
+/// A shard reporting that it is serving.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    /// (listener index, bound address) of the listeners on this shard.
+    pub(crate) addrs: Vec<(usize, SocketAddr)>,
+}
+
+/// Everything a shard's thread starts with.
+pub(crate) struct Seed {
+    pub(crate) shard: u16,
+    pub(crate) count: u16,
+    pub(crate) pin_cpu: Option<usize>,
+    pub(crate) bus: BusConfig,
+    pub(crate) placement: Placement,
+    pub(crate) shard0_serves: bool,
+    pub(crate) links: Links,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) installers: Arc<[Box<dyn Install>]>,
+    pub(crate) delegated: Vec<Delegated>,
+    pub(crate) local: Vec<(usize, LocalListener)>,
+    pub(crate) ready: mpsc::Sender<(u16, Result<Ready, ShardError>)>,
+}
+
+/// This shard's own counters (`Cell`s: only its thread touches them).
+#[derive(Debug, Default)]
+struct Counters {
+    inbox_received: Cell<u64>,
+    inbox_undeliverable: Cell<u64>,
+    forwarded: Cell<u64>,
+    forward_inbox_full: Cell<u64>,
+    handoffs_in: Cell<u64>,
+    handoffs_refused: Cell<u64>,
+    handoff_failures: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>) {
+    cell.set(cell.get().wrapping_add(1));
+}
+
+/// The thread's body; returns how the shard ended, or `None` when it did
+/// not start.
+pub(crate) fn run<F, H>(seed: Seed, factory: &F) -> Option<ShardExit>
+where
+    F: Fn(&ShardContext) -> H,
+    H: Handler,
+{
+    let shard = seed.shard;
+    let mut builder = RuntimeBuilder::new();
+    if let Some(cpu) = seed.pin_cpu {
+        builder.thread_affinity(HashSet::from([cpu]));
+    }
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(source) => {
+            let _ = seed
+                .ready
+                .send((shard, Err(ShardError::Runtime { shard, source })));
+            return None;
+        }
+    };
+    // io_uring silently falls back to epoll (dependencies.md #10): say which.
+    tracing::info!(shard, driver = ?runtime.driver_type(), cpu = ?seed.pin_cpu, "shard starting");
+    let exit = runtime.block_on(serve(seed, factory));
+    drop(runtime);
+    if let Some(exit) = &exit {
+        tracing::info!(shard, report = ?exit.bus, "shard stopped");
+    }
+    exit
+}
+
+async fn serve<F, H>(seed: Seed, factory: &F) -> Option<ShardExit>
+where
+    F: Fn(&ShardContext) -> H,
+    H: Handler,
+{
+    let Seed {
+        shard,
+        count,
+        bus: mut bus_config,
+        placement,
+        shard0_serves,
+        links,
+        mut mailbox,
+        installers,
+        delegated,
+        local,
+        ready,
+        ..
+    } = seed;
+    let fail = |error: ShardError| {
+        let _ = ready.send((shard, Err(error)));
+    };
+    let me = &links[usize::from(shard)];
+    let handler = ShardHandler {
+        inner: factory(&ShardContext { shard, count }),
+        shared: me.shared.clone(),
+    };
+    bus_config.shard = shard;
+    let bus = match Bus::new(bus_config, handler) {
+        Ok(bus) => bus,
+        Err(source) => {
+            fail(ShardError::Bus { shard, source });
+            return None;
+        }
+    };
+    let counters = Rc::new(Counters::default());
+    bus.set_forwarder(Rc::new(ShardForwarder {
+        shard,
+        links: links.clone(),
+        counters: counters.clone(),
+    }));
+
+    let mut addrs = Vec::new();
+    let mut accepting: Vec<JoinHandle<()>> = Vec::new();
+    let placer = Rc::new(Placer::new(placement, count, shard0_serves));
+    for spec in delegated {
+        let listener = match TcpListener::bind(&spec.config) {
+            Ok(listener) => listener,
+            Err(source) => {
+                fail(ShardError::Listen { shard, source });
+                bus.shutdown(Duration::ZERO).await;
+                return None;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(spec.config.listen);
+        addrs.push((spec.index, addr));
+        tracing::info!(shard, %addr, transport = %installers[spec.installer].kind(), "accepting for every shard");
+        accepting.push(compio::runtime::spawn(accept_loop(AcceptLoop {
+            bus: bus.clone(),
+            listener,
+            installer: spec.installer,
+            installers: installers.clone(),
+            links: links.clone(),
+            placer: placer.clone(),
+            counters: counters.clone(),
+        })));
+    }
+    for (index, make) in local {
+        match make(&bus) {
+            Ok(addr) => {
+                tracing::info!(shard, %addr, "serving a listener on this shard");
+                addrs.push((index, addr));
+            }
+            Err(source) => {
+                fail(ShardError::Listener {
+                    shard,
+                    listener: index,
+                    source,
+                });
+                drop(accepting);
+                bus.shutdown(Duration::ZERO).await;
+                return None;
+            }
+        }
+    }
+    let _ = ready.send((shard, Ok(Ready { addrs })));
+    drop(ready);
+
+    let grace = mailbox_loop(&bus, me, &mut mailbox, &installers, &counters).await;
+
+    Some(stop(&bus, me, &mut mailbox, &counters, accepting, grace).await)
+}
+
+/// Stops the shard: no more accepting or taking in, what was accepted is
+/// queued, then the bus's graceful shutdown.
+async fn stop(
+    bus: &Bus,
+    me: &Link,
+    mailbox: &mut Mailbox,
+    counters: &Counters,
+    accepting: Vec<JoinHandle<()>>,
+    grace: Duration,
+) -> ShardExit {
+    // Dropping a compio JoinHandle cancels its task (dependencies.md #9).
+    drop(accepting);
+    // Nothing more is taken in (senders now get `ShuttingDown`). Sends that
+    // were accepted are queued to their clients now, so the graceful close
+    // below writes them before the Goodbye.
+    mailbox.inbox.close();
+    mailbox.handoff.close();
+    let mut inbox_flushed = 0;
+    while let Ok(message) = mailbox.inbox.try_recv() {
+        deliver(bus, counters, message);
+        inbox_flushed += 1;
+    }
+    // Connections not yet taken over close unserved, as handshakes in
+    // progress do on a single shard.
+    let handoffs_discarded = std::iter::from_fn(|| mailbox.handoff.try_recv().ok()).count();
+    let report = bus.shutdown(grace).await;
+    ShardExit {
+        shard: bus.shard(),
+        bus: report,
+        stats: snapshot(bus, me, counters),
+        inbox_flushed,
+        handoffs_discarded,
+    }
+}
+
+/// Serves the mailbox until a stop request; returns its grace.
+async fn mailbox_loop(
+    bus: &Bus,
+    me: &Link,
+    mailbox: &mut Mailbox,
+    installers: &[Box<dyn Install>],
+    counters: &Counters,
+) -> Duration {
+    let Mailbox {
+        inbox,
+        handoff,
+        control,
+        stop,
+    } = mailbox;
+    // Streams keep their wait registration across turns, so a turn with
+    // nothing to do allocates nothing.
+    loop {
+        select_biased! {
+            grace = stop.next() => return grace.unwrap_or(DROP_SHUTDOWN_GRACE),
+            message = inbox.next() => {
+                let Some(message) = message else { continue };
+                deliver(bus, counters, message);
+                let mut handled = 1;
+                while handled < INBOX_BATCH_MESSAGES {
+                    let Ok(message) = inbox.try_recv() else { break };
+                    deliver(bus, counters, message);
+                    handled += 1;
+                }
+                if handled == INBOX_BATCH_MESSAGES {
+                    // More may be waiting: let this shard's connections run first.
+                    yield_now().await;
+                }
+            }
+            handoff = handoff.next() => {
+                let Some(Handoff { stream, listener, pending }) = handoff else { continue };
+                bump(&counters.handoffs_in);
+                let installer = &installers[listener];
+                if let Err(err) = installer.install(bus, stream, pending) {
+                    bump(&counters.handoff_failures);
+                    tracing::warn!(shard = bus.shard(), transport = %installer.kind(), %err, "cannot take over a handed-over connection");
+                }
+            }
+            request = control.next() => match request {
+                Some(Control::Stats(reply)) => {
+                    let _ = reply.try_send(snapshot(bus, me, counters));
+                }
+                None => {}
+            },
+        }
+    }
+}
+
+fn deliver(bus: &Bus, counters: &Counters, message: Message) {
+    bump(&counters.inbox_received);
+    let delivered = match message {
+        Message::ToClient(id, frame) => bus.send_to_client(id, frame).is_ok(),
+        Message::Broadcast(frame) => {
+            bus.broadcast_local(&frame);
+            true
+        }
+    };
+    if !delivered {
+        bump(&counters.inbox_undeliverable);
+    }
+}
+
+fn snapshot(bus: &Bus, me: &Link, counters: &Counters) -> ShardStats {
+    ShardStats {
+        shard: bus.shard(),
+        bus: bus.stats(),
+        inbox_depth: me.inbox.len(),
+        inbox_capacity: me.inbox.capacity().unwrap_or(0),
+        inbox_full: me.shared.inbox_full.load(Relaxed),
+        inbox_received: counters.inbox_received.get(),
+        inbox_undeliverable: counters.inbox_undeliverable.get(),
+        forwarded: counters.forwarded.get(),
+        forward_inbox_full: counters.forward_inbox_full.get(),
+        handoffs_in: counters.handoffs_in.get(),
+        handoffs_refused: counters.handoffs_refused.get(),
+        handoff_failures: counters.handoff_failures.get(),
+        pending_connections: me.shared.pending.load(Relaxed),
+    }
+}
+
+/// Lets every other ready task of this runtime run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+struct AcceptLoop {
+    bus: Bus,
+    listener: TcpListener,
+    installer: usize,
+    installers: Arc<[Box<dyn Install>]>,
+    links: Links,
+    placer: Rc<Placer>,
+    counters: Rc<Counters>,
+}
+
+/// Accepts plain TCP on shard 0 and hands each socket, before any
+/// handshake, to the shard the policy picks.
+async fn accept_loop(state: AcceptLoop) {
+    let AcceptLoop {
+        bus,
+        mut listener,
+        installer,
+        installers,
+        links,
+        placer,
+        counters,
+    } = state;
+    let shard = bus.shard();
+    loop {
+        let connection = match listener.accept().await {
+            Ok(connection) => connection,
+            Err(err) => {
+                tracing::warn!(shard, %err, "accept failed");
+                time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        // A duplicate descriptor (F_DUPFD_CLOEXEC) is `Send`; the compio
+        // stream is not (dependencies.md #12). Ours closes with `connection`.
+        let stream = match connection.stream().as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpStream::from(fd),
+            Err(err) => {
+                tracing::warn!(shard, %err, "cannot duplicate an accepted socket; closing it");
+                continue;
+            }
+        };
+        drop(connection);
+        let target = placer.pick(&links);
+        let link = &links[target];
+        let pending = PendingGuard::new(&link.shared);
+        if target == usize::from(shard) {
+            if let Err(err) = installers[installer].install(&bus, stream, pending) {
+                bump(&counters.handoff_failures);
+                tracing::warn!(shard, %err, "cannot install an accepted connection");
+            }
+            continue;
+        }
+        let handoff = Handoff {
+            stream,
+            listener: installer,
+            pending,
+        };
+        if let Err(err) = link.handoff.try_send(handoff) {
+            // Dropping the hand-over closes the socket: the peer sees a reset.
+            bump(&counters.handoffs_refused);
+            tracing::warn!(
+                shard,
+                target,
+                full = err.is_full(),
+                "cannot hand a connection over; closing it"
+            );
+        }
+    }
+}
+
+/// Routes sends for other shards' clients into their inboxes.
+struct ShardForwarder {
+    shard: u16,
+    links: Links,
+    counters: Rc<Counters>,
+}
+
+impl Forwarder for ShardForwarder {
+    fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError> {
+        let sent = forward(&self.links, id, frame);
+        match sent {
+            Ok(()) => bump(&self.counters.forwarded),
+            Err(SendError::InboxFull) => bump(&self.counters.forward_inbox_full),
+            Err(_) => {}
+        }
+        sent
+    }
+
+    fn broadcast(&self, frame: &Frame) -> usize {
+        let mut accepted = 0;
+        for (shard, link) in self.links.iter().enumerate() {
+            if shard == usize::from(self.shard) {
+                continue;
+            }
+            match link.post(Message::Broadcast(frame.clone())) {
+                Ok(()) => {
+                    accepted += 1;
+                    bump(&self.counters.forwarded);
+                }
+                Err(SendError::InboxFull) => bump(&self.counters.forward_inbox_full),
+                Err(_) => {}
+            }
+        }
+        accepted
+    }
+}

@@ -1,0 +1,436 @@
+//! Starting, addressing and stopping the shards: [`ShardsBuilder`] and the
+//! [`Shards`] handle.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use bus_core::{BusConfig, ClientId, Frame, Handler, SendError, transport::Listener};
+use bus_tcp::TcpListenerConfig;
+
+use crate::{
+    ShardError,
+    config::{SHUTDOWN_MARGIN, STARTUP_TIMEOUT, STATS_TIMEOUT, ShardsConfig},
+    handler::ShardContext,
+    link::{self, Control, Links, Message},
+    shard::{self, Delegated, LocalListener, Ready, Seed},
+    stats::{ShardExit, ShardStats, ShardsShutdownReport},
+    transport::{DelegatedTransport, Install, Tcp},
+};
+
+/// Grace of the shutdown of shards that did start when another one failed.
+const START_FAILURE_GRACE: Duration = Duration::from_secs(1);
+
+// The handle is shared across threads, and frames cross them.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Shards>();
+    send_sync::<Frame>();
+};
+
+enum Spec {
+    Delegated(TcpListenerConfig, usize),
+    Local(u16, LocalListener),
+}
+
+/// Declares the shards and their listeners, then starts them.
+#[must_use = "nothing runs until `start` is called"]
+pub struct ShardsBuilder {
+    config: ShardsConfig,
+    bus: BusConfig,
+    listeners: Vec<Spec>,
+    installers: Vec<Box<dyn Install>>,
+}
+
+impl std::fmt::Debug for ShardsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardsBuilder")
+            .field("config", &self.config)
+            .field("bus", &self.bus)
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardsBuilder {
+    /// Shards laid out by `config`, each running a bus with `bus` (its
+    /// `shard` field is set per shard).
+    pub fn new(config: ShardsConfig, bus: BusConfig) -> Self {
+        Self {
+            config,
+            bus,
+            listeners: Vec::new(),
+            installers: Vec::new(),
+        }
+    }
+
+    /// A plain TCP listener: shard 0 accepts, the placement policy picks
+    /// the shard that serves each connection.
+    pub fn listen_tcp(self, config: TcpListenerConfig) -> Self {
+        self.listen(config, Tcp)
+    }
+
+    /// A listener for any transport that starts as TCP (TCP, TLS, WS, WSS):
+    /// shard 0 accepts plain TCP and hands each socket, before any
+    /// handshake, to the shard the policy picks, which runs
+    /// `transport.wrap` and the handshake.
+    pub fn listen<T: DelegatedTransport>(
+        mut self,
+        config: TcpListenerConfig,
+        transport: T,
+    ) -> Self {
+        self.installers.push(Box::new(transport));
+        self.listeners
+            .push(Spec::Delegated(config, self.installers.len() - 1));
+        self
+    }
+
+    /// A listener that stays on shard `shard` (QUIC: its connections live
+    /// on the shard that owns the UDP endpoint). `make` runs on that shard's
+    /// thread, inside its runtime, at start-up; the shard's bus serves what
+    /// it returns. Sends to its clients from other shards are forwarded.
+    pub fn serve_on<L, E, M>(mut self, shard: u16, make: M) -> Self
+    where
+        L: Listener,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        M: FnOnce() -> Result<L, E> + Send + 'static,
+    {
+        let local: LocalListener = Box::new(move |bus| {
+            let listener = make().map_err(Into::into)?;
+            let addr = listener.local_addr()?;
+            bus.serve(listener)?;
+            Ok(addr)
+        });
+        self.listeners.push(Spec::Local(shard, local));
+        self
+    }
+
+    /// Starts every shard and waits (at most [`STARTUP_TIMEOUT`]) until
+    /// each has built its runtime, its bus (with a handler from `factory`,
+    /// called once on each shard's thread) and its listeners.
+    ///
+    /// Blocks the calling thread. On any failure the shards that did start
+    /// are stopped and joined before the error is returned.
+    pub fn start<F, H>(self, factory: F) -> Result<Shards, ShardError>
+    where
+        F: Fn(&ShardContext) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        self.config.validate()?;
+        self.bus.validate().map_err(|e| ShardError::Bus {
+            shard: 0,
+            source: e.into(),
+        })?;
+        let count = self.config.resolved_count();
+        let listener_count = self.listeners.len();
+        let mut delegated = Vec::new();
+        let mut local: Vec<Vec<(usize, LocalListener)>> = (0..count).map(|_| Vec::new()).collect();
+        for (index, spec) in self.listeners.into_iter().enumerate() {
+            match spec {
+                Spec::Delegated(config, installer) => delegated.push(Delegated {
+                    index,
+                    config,
+                    installer,
+                }),
+                Spec::Local(shard, make) => local
+                    .get_mut(usize::from(shard))
+                    .ok_or(ShardError::NoSuchShard {
+                        listener: index,
+                        shard,
+                        count,
+                    })?
+                    .push((index, make)),
+            }
+        }
+
+        let (links, mailboxes): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| link::channel(self.config.inbox_capacity_frames))
+            .unzip();
+        let links: Links = links.into();
+        let installers: Arc<[Box<dyn Install>]> = self.installers.into();
+        let factory = Arc::new(factory);
+        let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let shard0_serves = self.config.shard0_serves(count);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (exit_tx, exit_rx) = mpsc::channel();
+        let mut shards = Shards {
+            links: links.clone(),
+            threads: Vec::with_capacity(usize::from(count)),
+            exits: Mutex::new(exit_rx),
+            addrs: Vec::new(),
+        };
+        let mut delegated = Some(delegated);
+        for ((shard, mailbox), local) in (0..count).zip(mailboxes).zip(local) {
+            let seed = Seed {
+                shard,
+                count,
+                pin_cpu: self.config.pin_cpus.then_some(usize::from(shard) % cores),
+                bus: self.bus.clone(),
+                placement: self.config.placement,
+                shard0_serves,
+                links: links.clone(),
+                mailbox,
+                installers: installers.clone(),
+                delegated: if shard == 0 {
+                    delegated.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                local,
+                ready: ready_tx.clone(),
+            };
+            let factory = factory.clone();
+            let exit = ExitGuard {
+                shard,
+                tx: exit_tx.clone(),
+                exit: None,
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("bus-shard-{shard}"))
+                .spawn(move || {
+                    let mut exit = exit;
+                    exit.exit = shard::run(seed, &*factory);
+                });
+            match spawned {
+                Ok(handle) => shards.threads.push(Some(handle)),
+                Err(source) => {
+                    shards.shutdown(START_FAILURE_GRACE);
+                    return Err(ShardError::Spawn { shard, source });
+                }
+            }
+        }
+        drop(ready_tx);
+        match wait_ready(&ready_rx, count, listener_count) {
+            Ok(addrs) => {
+                shards.addrs = addrs;
+                Ok(shards)
+            }
+            Err(error) => {
+                shards.shutdown(START_FAILURE_GRACE);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Waits until every shard reported ready; returns the listeners' addresses
+/// in declaration order.
+fn wait_ready(
+    ready_rx: &mpsc::Receiver<(u16, Result<Ready, ShardError>)>,
+    count: u16,
+    listener_count: usize,
+) -> Result<Vec<SocketAddr>, ShardError> {
+    let mut addrs: Vec<Option<SocketAddr>> = vec![None; listener_count];
+    let mut ready = vec![false; usize::from(count)];
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while let Some(waiting) = ready.iter().position(|r| !r) {
+        let waiting = u16::try_from(waiting).unwrap_or(u16::MAX);
+        match ready_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((shard, Ok(r))) => {
+                for (index, addr) in r.addrs {
+                    addrs[index] = Some(addr);
+                }
+                ready[usize::from(shard)] = true;
+            }
+            Ok((_, Err(error))) => return Err(error),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(ShardError::Timeout {
+                    shard: waiting,
+                    timeout: STARTUP_TIMEOUT,
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(ShardError::Exited { shard: waiting });
+            }
+        }
+    }
+    let addrs: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
+    debug_assert_eq!(
+        addrs.len(),
+        listener_count,
+        "every listener reported its address"
+    );
+    Ok(addrs)
+}
+
+/// Reports how its shard ended when the thread's closure ends, also when
+/// it unwinds.
+struct ExitGuard {
+    shard: u16,
+    tx: mpsc::Sender<(u16, Option<ShardExit>)>,
+    exit: Option<ShardExit>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = self.tx.send((self.shard, self.exit.take()));
+    }
+}
+
+/// The running shards: their addresses, cross-thread sends, stats and
+/// shutdown. `Send + Sync`; dropping it without [`Shards::shutdown`] asks
+/// every shard to stop (with [`DROP_SHUTDOWN_GRACE`](crate::config::DROP_SHUTDOWN_GRACE))
+/// and detaches their threads, which end within that grace.
+pub struct Shards {
+    links: Links,
+    threads: Vec<Option<thread::JoinHandle<()>>>,
+    exits: Mutex<mpsc::Receiver<(u16, Option<ShardExit>)>>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards")
+            .field("count", &self.links.len())
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shards {
+    /// A builder; see [`ShardsBuilder`].
+    pub fn builder(config: ShardsConfig, bus: BusConfig) -> ShardsBuilder {
+        ShardsBuilder::new(config, bus)
+    }
+
+    /// How many shards run.
+    pub fn count(&self) -> u16 {
+        u16::try_from(self.links.len()).unwrap_or(u16::MAX)
+    }
+
+    /// The bound address of every listener, in the order they were declared
+    /// on the builder (with the real port when bound to port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Queues `frame` for client `id` from outside any shard: pushed into
+    /// the owning shard's inbox without waiting. From a handler, use
+    /// `Bus::send_to_client`, which takes the local fast path when it can.
+    pub fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError> {
+        link::forward(&self.links, id, frame)
+    }
+
+    /// Queues `frame` for every client on every shard, from outside any
+    /// shard; returns how many shards accepted it into their inbox. Each
+    /// shard shares the one allocation among its clients.
+    pub fn broadcast(&self, frame: &Frame) -> usize {
+        self.links
+            .iter()
+            .filter(|link| link.post(Message::Broadcast(frame.clone())).is_ok())
+            .count()
+    }
+
+    /// A snapshot of every shard's counters, in shard order.
+    ///
+    /// Blocks the calling thread for at most [`STATS_TIMEOUT`]. Do not call
+    /// it from a shard's own thread (a handler): that shard cannot answer
+    /// while it waits, so the call would time out. A handler reads its own
+    /// shard with `Bus::stats`.
+    pub fn stats(&self) -> Result<Vec<ShardStats>, ShardError> {
+        let deadline = Instant::now() + STATS_TIMEOUT;
+        let mut replies = Vec::with_capacity(self.links.len());
+        for (shard, link) in (0..).zip(self.links.iter()) {
+            let (tx, rx) = mpsc::sync_channel(1);
+            match link.control.try_send(Control::Stats(tx)) {
+                Ok(()) => replies.push((shard, rx)),
+                Err(async_channel::TrySendError::Full(_)) => {
+                    return Err(ShardError::Busy { shard });
+                }
+                Err(async_channel::TrySendError::Closed(_)) => {
+                    return Err(ShardError::Stopped { shard });
+                }
+            }
+        }
+        replies
+            .into_iter()
+            .map(|(shard, rx)| {
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .map_err(|e| match e {
+                        mpsc::RecvTimeoutError::Timeout => ShardError::Timeout {
+                            shard,
+                            timeout: STATS_TIMEOUT,
+                        },
+                        mpsc::RecvTimeoutError::Disconnected => ShardError::Stopped { shard },
+                    })
+            })
+            .collect()
+    }
+
+    /// Shuts every shard down and joins their threads.
+    ///
+    /// Each shard stops accepting (shard 0's accept loops end first), runs
+    /// its bus's graceful shutdown with `grace` (queued frames, then
+    /// `Goodbye(ShuttingDown)`, then close; cancelled past `grace`), drops
+    /// what is left in its inbox, drops its runtime and ends its thread. All
+    /// shards do this at the same time. The whole call is bounded by `grace`
+    /// plus [`SHUTDOWN_MARGIN`]; a thread that has not finished by then (a
+    /// handler blocking its shard) is detached and counted in
+    /// [`ShardsShutdownReport::threads_left`].
+    ///
+    /// Blocks the calling thread. From inside a compio runtime whose tasks
+    /// must keep running meanwhile, call it through
+    /// `compio::runtime::spawn_blocking`.
+    pub fn shutdown(mut self, grace: Duration) -> ShardsShutdownReport {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShardsShutdownReport {
+        let started = Instant::now();
+        let deadline = started + grace + SHUTDOWN_MARGIN;
+        for link in self.links.iter() {
+            link.request_stop(grace);
+        }
+        let mut report = ShardsShutdownReport::default();
+        let mut finished = vec![false; self.threads.len()];
+        let running = self.threads.iter().filter(|t| t.is_some()).count();
+        {
+            let exits = self
+                .exits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut heard = 0;
+            while heard < running {
+                let Ok((shard, exit)) =
+                    exits.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                else {
+                    break;
+                };
+                heard += 1;
+                finished[usize::from(shard)] = true;
+                report.shards.extend(exit);
+            }
+        }
+        for (thread, finished) in self.threads.iter_mut().zip(finished) {
+            let Some(handle) = thread.take() else {
+                continue;
+            };
+            if finished || handle.is_finished() {
+                // It has sent its report: only returning is left.
+                let _ = handle.join();
+                report.threads_joined += 1;
+            } else {
+                report.threads_left += 1;
+                tracing::error!(thread = ?handle.thread().name(), "shard did not stop within its deadline; detaching its thread");
+            }
+        }
+        report.shards.sort_by_key(|exit| exit.shard);
+        report.elapsed = started.elapsed();
+        report
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        if self.threads.iter().any(Option::is_some) {
+            for link in self.links.iter() {
+                link.request_stop(crate::config::DROP_SHUTDOWN_GRACE);
+            }
+            // Detach: the threads end within the grace on their own.
+            self.threads.clear();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! How a transport plugs into sharding.
+//!
+//! Shard 0 accepts plain TCP for every delegated listener. Before any
+//! handshake it duplicates the socket's descriptor (close-on-exec), closes
+//! its own, and ships the duplicate to the shard chosen by the placement
+//! policy. That shard calls [`DelegatedTransport::wrap`] inside its own
+//! runtime and installs the result in its bus, which runs
+//! [`Connection::establish`] (the TLS handshake, the WebSocket upgrade) on
+//! that shard. So handshake work spreads over every core, and no `!Send`
+//! stream ever crosses a thread.
+//!
+//! A transport that is not a TCP stream (QUIC) is not delegated: its
+//! listener is served on one shard with
+//! [`ShardsBuilder::serve_on`](crate::ShardsBuilder::serve_on), and sends to
+//! its clients from other shards are forwarded like any other cross-shard
+//! send.
+
+use std::{io, net::SocketAddr};
+
+use bus_core::{
+    Bus, DecodeLimits, Error, TransportKind,
+    transport::{Connection, ConnectionInfo},
+};
+use bus_tcp::TcpConnection;
+
+use crate::link::PendingGuard;
+
+/// A transport whose connections start as an accepted TCP socket.
+///
+/// The value is shared by every shard (hence `Send + Sync`); put what the
+/// handshake needs in it (a rustls `ServerConfig` in an `Arc`, WebSocket
+/// limits). [`wrap`](Self::wrap) runs on the owning shard, inside its compio
+/// runtime, before any byte of the handshake is read.
+pub trait DelegatedTransport: Send + Sync + 'static {
+    /// The connection `wrap` makes; its `establish` runs the handshake.
+    type Connection: Connection;
+
+    /// The transport, for logs.
+    fn kind(&self) -> TransportKind;
+
+    /// Wraps a socket accepted on shard 0 and handed to this shard. Must
+    /// not block; the handshake belongs in `establish`, which the bus bounds
+    /// by `handshake_grace`.
+    fn wrap(&self, stream: std::net::TcpStream) -> io::Result<Self::Connection>;
+}
+
+/// Plain TCP: `wrap` is [`TcpConnection::from_std`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tcp;
+
+impl DelegatedTransport for Tcp {
+    type Connection = TcpConnection;
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tcp
+    }
+
+    fn wrap(&self, stream: std::net::TcpStream) -> io::Result<TcpConnection> {
+        TcpConnection::from_std(stream)
+    }
+}
+
+/// TLS 1.3: `wrap` pairs the socket with the shared certificate state; the
+/// handshake runs in `establish` on the owning shard. A certificate reload
+/// through any clone of the `ServerTls` reaches every shard.
+#[cfg(feature = "tls")]
+impl DelegatedTransport for bus_tls::ServerTls {
+    type Connection = bus_tls::TlsIncoming;
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tls
+    }
+
+    fn wrap(&self, stream: std::net::TcpStream) -> io::Result<bus_tls::TlsIncoming> {
+        let tcp = TcpConnection::from_std(stream)?;
+        Ok(bus_tls::TlsIncoming::new(tcp, self.clone()))
+    }
+}
+
+/// A [`DelegatedTransport`] with its connection type erased, so shards can
+/// keep one table of every delegated listener. One virtual call per
+/// connection, none per frame.
+pub(crate) trait Install: Send + Sync {
+    fn kind(&self) -> TransportKind;
+
+    fn install(
+        &self,
+        bus: &Bus,
+        stream: std::net::TcpStream,
+        pending: PendingGuard,
+    ) -> Result<(), Error>;
+}
+
+impl<T: DelegatedTransport> Install for T {
+    fn kind(&self) -> TransportKind {
+        DelegatedTransport::kind(self)
+    }
+
+    fn install(
+        &self,
+        bus: &Bus,
+        stream: std::net::TcpStream,
+        pending: PendingGuard,
+    ) -> Result<(), Error> {
+        let inner = self.wrap(stream)?;
+        bus.install(Tracked { inner, pending })
+    }
+}
+
+/// A connection that stays counted as pending on its shard until its
+/// handshake ends (done, failed, timed out or abandoned), so
+/// least-connections placement sees connections still in hand-over.
+struct Tracked<C> {
+    inner: C,
+    pending: PendingGuard,
+}
+
+impl<C: Connection> Connection for Tracked<C> {
+    type Reader = C::Reader;
+    type Writer = C::Writer;
+
+    fn transport(&self) -> TransportKind {
+        self.inner.transport()
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr()
+    }
+
+    async fn establish(
+        self,
+        limits: DecodeLimits,
+        read_buffer_bytes: usize,
+    ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error> {
+        // Dropped when the handshake ends or its future is dropped; the
+        // handler's `on_connected` counts the connection as live right after.
+        let _pending = self.pending;
+        self.inner.establish(limits, read_buffer_bytes).await
+    }
+}

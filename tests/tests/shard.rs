@@ -1,0 +1,149 @@
+//! The multi-shard runtime over loopback TCP: every scenario of
+//! `bus_tests::shard`, plus what only the shard layer's own API has
+//! (`serve_on`, CPU pinning, start-up failures).
+
+use std::sync::{Mutex, mpsc};
+
+use bus_core::{Bus, Frame, Peer, transport::Listener};
+use bus_shard::{ShardContext, ShardError, Shards, ShardsConfig};
+use bus_tcp::TcpListenerConfig;
+use bus_tests::{
+    shard::{
+        Client, DELIVERY, GRACE, Harness, RELAY, RELAY_ACK, connect_many, loopback, per_shard,
+        shutdown,
+    },
+    transport::Tcp,
+};
+
+bus_tests::shard_suite!(Tcp);
+
+/// TLS: shard 0 accepts TCP and hands the socket over before the TLS
+/// handshake, which runs on the owning shard.
+mod tls {
+    bus_tests::shard_suite!(bus_tests::transport::Tls);
+}
+
+fn builder(config: ShardsConfig) -> bus_shard::ShardsBuilder {
+    Shards::builder(config, bus_core::BusConfig::default())
+}
+
+/// QUIC's model: a listener bound and served on one shard keeps its clients
+/// there, and a send from another shard is forwarded to them.
+#[compio::test]
+async fn a_listener_served_on_one_shard_keeps_its_clients_there_and_is_reachable_from_others() {
+    let harness = Harness::new();
+    let shards = harness.start(
+        builder(ShardsConfig::new(3))
+            .listen_tcp(loopback())
+            .serve_on(2, || bus_tcp::TcpListener::bind(&loopback())),
+    );
+    let addrs = shards.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2);
+    let mut pinned = connect_many::<Tcp>(addrs[1], 4).await;
+    assert_eq!(per_shard(&pinned, 3), [0, 0, 4]);
+    let mut other = Client::new(bus_tests::client::TcpClient::connect(addrs[0]).await).await;
+    assert_eq!(other.id.shard(), 0);
+    other
+        .send(RELAY, 3, &pinned[0].id.as_raw().to_le_bytes(), b"cross")
+        .await;
+    assert_eq!(other.expect(RELAY_ACK).await.header().command_area()[0], 0);
+    assert_eq!(pinned[0].expect(DELIVERY).await.body(), b"cross");
+    pinned[0].barrier().await;
+    drop((pinned, other));
+    shutdown(shards, GRACE).await;
+}
+
+/// The CPU list this process may use, as the kernel prints it.
+fn allowed_cpus() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+}
+
+#[compio::test]
+async fn pinned_shards_run_on_their_own_cpu() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let whole_machine = if cores == 1 {
+        "0".to_owned()
+    } else {
+        format!("0-{}", cores - 1)
+    };
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let mut config = ShardsConfig::new(2);
+    config.pin_cpus = true;
+    let shards = builder(config)
+        .start(move |ctx: &ShardContext| {
+            tx.lock()
+                .expect("lock")
+                .send((ctx.shard, allowed_cpus()))
+                .expect("send");
+            |_: &Bus, _: Peer, _: Frame| {}
+        })
+        .expect("start");
+    let mut seen: Vec<_> = rx.try_iter().collect();
+    seen.sort();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the factory ran once per shard before start returned"
+    );
+    // Pinning assumes the process may use CPUs 0..cores; elsewhere (taskset,
+    // cpusets) compio leaves the thread unpinned, which is all we can check.
+    if allowed_cpus().as_deref() == Some(whole_machine.as_str()) {
+        for (shard, allowed) in seen {
+            let expected = (usize::from(shard) % cores).to_string();
+            assert_eq!(allowed.as_deref(), Some(expected.as_str()), "shard {shard}");
+        }
+    }
+    shutdown(shards, GRACE).await;
+}
+
+#[compio::test]
+async fn a_listener_that_cannot_bind_fails_start_and_names_the_address() {
+    let taken = bus_tcp::TcpListener::bind(&loopback()).expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let harness = Harness::new();
+    let err = builder(ShardsConfig::new(3))
+        .listen_tcp(TcpListenerConfig::new(addr))
+        .start(harness.factory())
+        .expect_err("port taken");
+    assert!(
+        matches!(err, ShardError::Listen { shard: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[compio::test]
+async fn a_listener_on_a_shard_that_does_not_exist_is_refused() {
+    let err = builder(ShardsConfig::new(2))
+        .serve_on(5, || bus_tcp::TcpListener::bind(&loopback()))
+        .start(|_: &ShardContext| |_: &Bus, _: Peer, _: Frame| {})
+        .expect_err("no shard 5");
+    assert!(
+        matches!(
+            err,
+            ShardError::NoSuchShard {
+                listener: 0,
+                shard: 5,
+                count: 2
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[compio::test]
+async fn a_handler_factory_that_panics_fails_start_and_names_the_shard() {
+    let err = builder(ShardsConfig::new(3))
+        .listen_tcp(loopback())
+        .start(|ctx: &ShardContext| {
+            assert!(ctx.shard != 1, "factory refuses shard 1");
+            |_: &Bus, _: Peer, _: Frame| {}
+        })
+        .expect_err("shard 1 never starts");
+    assert!(matches!(err, ShardError::Exited { shard: 1 }), "{err:?}");
+}
