@@ -130,10 +130,7 @@ fn nanos_since(origin: Instant) -> u64 {
 
 /// The load generator's side of one connection.
 enum Client {
-    Tcp {
-        rx: TcpStream,
-        tx: TcpStream,
-    },
+    Tcp { rx: TcpStream, tx: TcpStream },
     Tls(Box<bus::tls::TlsStream>),
 }
 
@@ -319,7 +316,9 @@ fn main() {
             connections: 32,
         },
     ];
-    println!("loopback, depth {DEPTH} per connection, {measure:?} per case after {WARMUP:?} warm-up");
+    println!(
+        "loopback, depth {DEPTH} per connection, {measure:?} per case after {WARMUP:?} warm-up"
+    );
     println!(
         "{:>5} {:>10} {:>6} {:>14} {:>10} {:>11} {:>11}",
         "", "frame", "conns", "frames/s", "MB/s", "p50 µs", "p99 µs"

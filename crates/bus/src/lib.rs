@@ -34,6 +34,7 @@
 //! |----------|---------|---------|
 //! | `tcp`    | yes     | [`tcp`]: plain TCP listener and connector (`bus-tcp`) |
 //! | `tls`    | no      | [`tls`]: TLS 1.3 listener and connector, certificates, mutual TLS, reload (`bus-tls`); turns on `tcp` |
+//! | `quic`   | no      | [`quic`]: QUIC listener and connector, one bidirectional stream, admission caps (`bus-quic`); turns on `tls` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
 //! | `full`   | no      | everything above |
 //!
@@ -62,6 +63,10 @@ pub use bus_tcp as tcp;
 #[cfg(feature = "tls")]
 #[doc(inline)]
 pub use bus_tls as tls;
+
+#[cfg(feature = "quic")]
+#[doc(inline)]
+pub use bus_quic as quic;
 
 #[cfg(feature = "config")]
 #[doc(inline)]
