@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bus_core::{Command, GoodbyeReason, transport::Listener};
+use bus_core::{
+    Command, GoodbyeReason,
+    transport::{FrameReader, FrameWriter, Listener},
+};
 use bus_quic::{
     QuicListenerConfig, QuicTuning, codes,
     compio_quic::{ConnectionError, ReadError},
@@ -307,7 +310,6 @@ async fn the_library_client_opens_its_stream_with_a_ping() {
     .expect("connect");
     assert_eq!(info.transport, bus_core::TransportKind::Quic);
     node.events.connected().await;
-    use bus_core::transport::{FrameReader, FrameWriter};
     let compio::BufResult(res, _) = writer.write_batch(vec![app(ECHO, 5, 1000)]).await;
     res.expect("write");
     let reply = within("echo", reader.read_frame()).await.expect("reply");

@@ -147,7 +147,7 @@ impl QuicListener {
         match setup::server_config(&now, &self.transport) {
             Ok(server) => self.endpoint.set_server_config(Some(server)),
             Err(err) => {
-                tracing::error!(%err, "reloaded TLS config unusable for QUIC; keeping the old one")
+                tracing::error!(%err, "reloaded TLS config unusable for QUIC; keeping the old one");
             }
         }
         self.current = now;
