@@ -412,3 +412,31 @@ fn the_config_file_section_converts_into_valid_settings() {
     assert_eq!(quic.tuning.stream_receive_window, 8 << 20);
     assert_eq!((quic.max_connections, quic.max_handshakes), (50, 5));
 }
+
+fn server_identity(client: &QuicClient) -> String {
+    let chain = client.connection().peer_identity().expect("server chain");
+    bus_tls::identity_of(chain.first().expect("leaf")).expect("identity")
+}
+
+#[compio::test]
+async fn reload_serves_the_new_certificate_to_new_connections_only() {
+    let tls = bus_tests::transport::Tls::server_tls();
+    let listener =
+        bus_quic::QuicListener::bind(&Quic::listener_config(), tls.clone()).expect("bind");
+    let node = start_on(listener, test_config());
+    let (mut before, _) = scenarios::connect::<Quic>(&node).await;
+    assert!(server_identity(&before).starts_with("CN=bus-test-server,"));
+    let b = &pki().server_b;
+    tls.reload_with(&bus_tls::TlsServerConfig::new(
+        bus_tls::CertificateSource::Files {
+            cert: b.cert.clone(),
+            key: b.key.clone(),
+        },
+    ))
+    .expect("reload");
+    let (mut after, _) = scenarios::connect::<Quic>(&node).await;
+    assert!(server_identity(&after).starts_with("CN=bus-test-server-b,"));
+    echo(&mut before, 1, 10).await;
+    echo(&mut after, 2, 10).await;
+    scenarios::stop(&node).await;
+}

@@ -9,7 +9,7 @@ use bus_core::{
     transport::{Connection, ConnectionInfo, Listener, TransportKind},
 };
 use bus_tls::ServerTls;
-use compio_quic::{Connecting, Endpoint, EndpointConfig, TransportConfig};
+use compio_quic::{Connecting, Endpoint, EndpointConfig, ServerConfig, TransportConfig};
 
 use crate::{
     QuicError, QuicListenerConfig, codes, setup,
@@ -72,8 +72,12 @@ impl Drop for HandshakeGuard {
 pub struct QuicListener {
     endpoint: Endpoint,
     tls: ServerTls,
-    /// The rustls config the endpoint's server config was built from.
+    /// The rustls config `server` was built from.
     current: Arc<rustls::ServerConfig>,
+    /// What new connections are accepted with. An attempt captures the
+    /// endpoint's config when its first packet arrives, so accepting with
+    /// this one is what makes a reload reach an attempt already waiting.
+    server: ServerConfig,
     transport: Arc<TransportConfig>,
     admission: Rc<Admission>,
     close_ack_timeout: Duration,
@@ -93,15 +97,21 @@ impl QuicListener {
         let server = setup::server_config(&current, &transport)?;
         let socket = setup::udp_socket(config.listen, tuning)?;
         let udp_buffers = socket_buffers(&socket);
-        let endpoint = Endpoint::new(socket, EndpointConfig::default(), Some(server), None)
-            .map_err(|source| QuicError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let endpoint = Endpoint::new(
+            socket,
+            EndpointConfig::default(),
+            Some(server.clone()),
+            None,
+        )
+        .map_err(|source| QuicError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         Ok(Self {
             endpoint,
             tls,
             current,
+            server,
             transport,
             admission: Rc::new(Admission {
                 open: Cell::new(0),
@@ -145,7 +155,10 @@ impl QuicListener {
             return;
         }
         match setup::server_config(&now, &self.transport) {
-            Ok(server) => self.endpoint.set_server_config(Some(server)),
+            Ok(server) => {
+                self.endpoint.set_server_config(Some(server.clone()));
+                self.server = server;
+            }
             Err(err) => {
                 tracing::error!(%err, "reloaded TLS config unusable for QUIC; keeping the old one");
             }
@@ -214,7 +227,7 @@ impl Listener for QuicListener {
                 continue;
             };
             self.follow_reload();
-            match incoming.accept() {
+            match incoming.accept_with(self.server.clone()) {
                 Ok(connecting) => {
                     return Ok(QuicIncoming {
                         connecting,
