@@ -1,4 +1,4 @@
-//! End-to-end loopback benchmark over TCP and TLS: a bus echoing sealed
+//! End-to-end loopback benchmark over TCP, TLS and QUIC: a bus echoing sealed
 //! frames on one thread, a load generator on another, each on its own compio
 //! runtime.
 //!
@@ -8,8 +8,9 @@
 //! counted once) and p50/p99 round-trip latency. Run with
 //! `cargo xtask bench` (release build); `--seconds N` sets each case's
 //! measuring time (default 3), `--quick` runs 1 s per case, `--transport
-//! tcp|tls|all` picks the transports (default all). Each TLS row also shows
-//! its ratio to the TCP row of the same case.
+//! tcp|tls|quic|all` picks the transports (default all). Each TLS row also
+//! shows its ratio to the TCP row of the same case; each QUIC row its ratios
+//! to the TCP and TLS rows.
 
 use std::{
     cell::RefCell,
@@ -55,6 +56,7 @@ fn echo(bus: &Bus, from: Peer, frame: Frame) {
 enum Transport {
     Tcp,
     Tls,
+    Quic,
 }
 
 impl Transport {
@@ -62,6 +64,7 @@ impl Transport {
         match self {
             Self::Tcp => "tcp",
             Self::Tls => "tls",
+            Self::Quic => "quic",
         }
     }
 }
@@ -70,6 +73,7 @@ impl Transport {
 struct Addrs {
     tcp: SocketAddr,
     tls: SocketAddr,
+    quic: SocketAddr,
     /// The self-signed certificate the TLS listener serves.
     cert: std::path::PathBuf,
 }
@@ -97,10 +101,22 @@ fn server() -> (
             ))
             .expect("self-signed certificate");
             let cert = tls.cert_path();
+            let quic_config =
+                bus::quic::QuicListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+            let listener = bus::quic::QuicListener::bind(&quic_config, tls.clone()).expect("bind");
+            let quic = bus::transport::Listener::local_addr(&listener).expect("addr");
+            bus.serve(listener).expect("serve");
             let listener = bus::tls::TlsListener::bind(&config, tls).expect("bind");
             let tls = bus::transport::Listener::local_addr(&listener).expect("addr");
             bus.serve(listener).expect("serve");
-            addr_tx.send(Addrs { tcp, tls, cert }).expect("send");
+            addr_tx
+                .send(Addrs {
+                    tcp,
+                    tls,
+                    quic,
+                    cert,
+                })
+                .expect("send");
             // Poll for the stop request without blocking the runtime.
             while stop_rx.try_recv().is_err() {
                 compio::runtime::time::sleep(Duration::from_millis(20)).await;
@@ -130,8 +146,18 @@ fn nanos_since(origin: Instant) -> u64 {
 
 /// The load generator's side of one connection.
 enum Client {
-    Tcp { rx: TcpStream, tx: TcpStream },
+    Tcp {
+        rx: TcpStream,
+        tx: TcpStream,
+    },
     Tls(Box<bus::tls::TlsStream>),
+    Quic {
+        send: bus::quic::compio_quic::SendStream,
+        recv: bus::quic::compio_quic::RecvStream,
+        /// Keeps the connection open.
+        _connection: bus::quic::compio_quic::Connection,
+        chunks: Vec<bytes::Bytes>,
+    },
 }
 
 impl Client {
@@ -147,6 +173,30 @@ impl Client {
                 let config = bus::tls::TlsClientConfig::new(&addrs.cert, "localhost");
                 let tls = bus::tls::ClientTls::new(&config).expect("client TLS");
                 Self::Tls(Box::new(tls.connect(addrs.tls).await.expect("TLS connect")))
+            }
+            Transport::Quic => {
+                let config = bus::quic::QuicClientConfig::new(&addrs.cert, "localhost");
+                let quic = bus::quic::ClientQuic::new(&config).expect("client QUIC");
+                let (connection, send, recv) =
+                    quic.connect_raw(addrs.quic).await.expect("QUIC connect");
+                let mut client = Self::Quic {
+                    send,
+                    recv,
+                    _connection: connection,
+                    chunks: Vec::new(),
+                };
+                // Open the stream with a Ping and take its 256-byte Pong.
+                client.write(vec![bus::quic::opening_ping()]).await;
+                let mut pong = 0;
+                let mut buf = Vec::with_capacity(256);
+                while pong < 256 {
+                    let (n, b) = client.read(buf).await;
+                    buf = b;
+                    assert!(n > 0, "server closed");
+                    pong += n;
+                }
+                assert_eq!(pong, 256, "only the Pong before any request");
+                client
             }
         }
     }
@@ -164,6 +214,15 @@ impl Client {
                 }
                 stream.flush().await.expect("flush");
             }
+            Self::Quic { send, chunks, .. } => {
+                chunks.extend(
+                    frames
+                        .iter()
+                        .map(|f| bytes::Bytes::copy_from_slice(f.as_bytes())),
+                );
+                send.write_all_chunks(chunks).await.expect("write");
+                chunks.clear();
+            }
         }
     }
 
@@ -180,6 +239,16 @@ impl Client {
                 let n = stream.read(&mut buf).await.expect("read");
                 buf.truncate(n);
                 (n, buf)
+            }
+            Self::Quic { recv, .. } => {
+                buf.clear();
+                let chunk = recv
+                    .read_chunk(buf.capacity().max(1), true)
+                    .await
+                    .expect("read")
+                    .expect("server closed");
+                buf.extend_from_slice(&chunk.bytes);
+                (buf.len(), buf)
             }
         }
     }
@@ -271,11 +340,24 @@ fn run_case(transport: Transport, addrs: &Addrs, case: &Case, measure: Duration)
     })
 }
 
+/// How a row compares with the TCP (and for QUIC the TLS) row of its case.
+fn ratios(transport: Transport, rate: f64, tcp_rate: Option<f64>, tls_rate: Option<f64>) -> String {
+    let vs = |name: &str, base: Option<f64>| {
+        base.map_or_else(String::new, |b| format!(" ({:.2}× {name})", rate / b))
+    };
+    match transport {
+        Transport::Tcp => String::new(),
+        Transport::Tls => format!("  {}", vs("TCP", tcp_rate)),
+        Transport::Quic => format!("  {}{}", vs("TCP", tcp_rate), vs("TLS", tls_rate)),
+    }
+}
+
 #[allow(clippy::cast_precision_loss, reason = "figures for humans")]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut measure = Duration::from_secs(3);
-    let mut transports = vec![Transport::Tcp, Transport::Tls];
+    let all = vec![Transport::Tcp, Transport::Tls, Transport::Quic];
+    let mut transports = all.clone();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -288,12 +370,13 @@ fn main() {
                 transports = match it.next().map(String::as_str) {
                     Some("tcp") => vec![Transport::Tcp],
                     Some("tls") => vec![Transport::Tls],
-                    Some("all") => vec![Transport::Tcp, Transport::Tls],
-                    other => panic!("--transport tcp|tls|all, not {other:?}"),
+                    Some("quic") => vec![Transport::Quic],
+                    Some("all") => all.clone(),
+                    other => panic!("--transport tcp|tls|quic|all, not {other:?}"),
                 };
             }
             other => panic!(
-                "unknown argument {other}; use --quick, --seconds N or --transport tcp|tls|all"
+                "unknown argument {other}; use --quick, --seconds N or --transport tcp|tls|quic|all"
             ),
         }
     }
@@ -325,18 +408,17 @@ fn main() {
     );
     for case in &cases {
         let mut tcp_rate = None;
+        let mut tls_rate = None;
         for &transport in &transports {
             let o = run_case(transport, &addrs, case, measure);
             let rate = o.frames as f64 / o.elapsed.as_secs_f64();
             let mbps = rate * case.frame_bytes as f64 / 1e6;
-            let ratio = match (transport, tcp_rate) {
-                (Transport::Tcp, _) => {
-                    tcp_rate = Some(rate);
-                    String::new()
-                }
-                (_, Some(base)) => format!("   ({:.2}× TCP)", rate / base),
-                (_, None) => String::new(),
-            };
+            match transport {
+                Transport::Tcp => tcp_rate = Some(rate),
+                Transport::Tls => tls_rate = Some(rate),
+                Transport::Quic => {}
+            }
+            let ratio = ratios(transport, rate, tcp_rate, tls_rate);
             println!(
                 "{:>5} {:>10} {:>6} {:>14.0} {:>10.1} {:>11.1} {:>11.1}{ratio}",
                 transport.name(),
