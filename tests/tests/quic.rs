@@ -430,3 +430,43 @@ async fn reload_serves_the_new_certificate_to_new_connections_only() {
     echo(&mut after, 2, 10).await;
     scenarios::stop(&node).await;
 }
+
+#[compio::test]
+async fn mutual_tls_identity_is_visible_to_the_handler() {
+    let mut tls = bus_tls::TlsServerConfig::new(bus_tls::CertificateSource::Files {
+        cert: pki().server.cert.clone(),
+        key: pki().server.key.clone(),
+    });
+    tls.client_ca = Some(pki().ca.clone());
+    let tls = bus_tls::ServerTls::new(&tls).expect("server TLS");
+    let listener = bus_quic::QuicListener::bind(&Quic::listener_config(), tls).expect("bind");
+    let node = start_on(listener, test_config());
+    // Without a certificate: refused.
+    let refused = within(
+        "connect without a certificate",
+        Quic::client().connect_raw(node.addr),
+    )
+    .await;
+    if let Ok((connection, mut send, _recv)) = refused {
+        // TLS 1.3 lets the client finish first; the server's refusal follows.
+        let _ = send
+            .write_all_chunks(&mut [bus_quic::opening_ping().as_bytes().to_vec().into()])
+            .await;
+        let closed = within("refusal", connection.closed()).await;
+        assert!(
+            !matches!(closed, ConnectionError::LocallyClosed),
+            "{closed:?}"
+        );
+    }
+    let mut config = Quic::client_config();
+    config.client_cert = Some((pki().client.cert.clone(), pki().client.key.clone()));
+    let client = bus_quic::ClientQuic::new(&config).expect("client");
+    let mut client = QuicClient::connect(&client, node.addr).await;
+    let (_, info) = node.events.connected_info().await;
+    assert_eq!(
+        info.identity.as_deref(),
+        Some("CN=alice, DNS=alice.clients.test")
+    );
+    echo(&mut client, 1, 10).await;
+    scenarios::stop(&node).await;
+}
