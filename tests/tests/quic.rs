@@ -172,22 +172,35 @@ async fn a_handshake_gone_silent_does_not_delay_another_client() {
     scenarios::stop(&node).await;
 }
 
-fn start_capped(max_connections: u32, max_handshakes: u32) -> (Node, bus_quic::AdmissionStats) {
+fn start_capped(
+    max_connections: u32,
+    max_handshakes: u32,
+    handshake_grace: Duration,
+) -> (Node, bus_quic::AdmissionStats) {
     let mut config = Quic::listener_config();
     config.max_connections = max_connections;
     config.max_handshakes = max_handshakes;
     let listener = Quic::listen_with(&config);
     let admission = listener.admission();
-    (start_on(listener, test_config()), admission)
+    let mut bus_config = test_config();
+    bus_config.handshake_grace = handshake_grace;
+    (start_on(listener, bus_config), admission)
 }
 
 #[compio::test]
 async fn connections_beyond_the_cap_are_refused_quickly_and_the_server_stays_responsive() {
-    let (node, admission) = start_capped(1, 1);
+    let (node, admission) = start_capped(1, 1, Duration::from_secs(5));
     let (mut first, first_peer) = scenarios::connect::<Quic>(&node).await;
     let started = Instant::now();
-    let refused = within("refused connect", Quic::client().connect_raw(node.addr)).await;
-    assert!(refused.is_err(), "beyond max_connections");
+    let refused = within("refused connect", Quic::client().connect_raw(node.addr))
+        .await
+        .expect_err("beyond max_connections");
+    assert!(
+        refused
+            .to_string()
+            .contains("refused to accept a new connection"),
+        "CONNECTION_REFUSED: {refused}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "refused at once, not by a timeout: {:?}",
@@ -206,16 +219,23 @@ async fn connections_beyond_the_cap_are_refused_quickly_and_the_server_stays_res
 
 #[compio::test]
 async fn handshakes_beyond_the_cap_are_refused_until_one_finishes() {
-    let (node, admission) = start_capped(10, 1);
+    let (node, admission) = start_capped(10, 1, Duration::from_secs(2));
     let _trap = half_open_handshake(node.addr).await;
     eventually("the half-open handshake holds the slot", || {
         admission.handshaking() == 1
     })
     .await;
-    let refused = within("refused connect", Quic::client().connect_raw(node.addr)).await;
-    assert!(refused.is_err(), "beyond max_handshakes");
+    let refused = within("refused connect", Quic::client().connect_raw(node.addr))
+        .await
+        .expect_err("beyond max_handshakes");
+    assert!(
+        refused
+            .to_string()
+            .contains("refused to accept a new connection"),
+        "CONNECTION_REFUSED: {refused}"
+    );
     assert!(admission.refused() >= 1);
-    // handshake_grace (5 s in test_config) frees the slot.
+    // handshake_grace frees the slot.
     eventually("the half-open handshake is dropped", || {
         admission.handshaking() == 0
     })
