@@ -490,3 +490,51 @@ async fn mutual_tls_identity_is_visible_to_the_handler() {
     echo(&mut client, 1, 10).await;
     scenarios::stop(&node).await;
 }
+
+#[compio::test]
+async fn zero_rtt_is_never_accepted() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    // A client that would use 0-RTT if the server's tickets allowed it.
+    let mut rustls = rustls_client(&[bus_tls::ALPN_BUS]);
+    rustls.enable_early_data = true;
+    let crypto = bus_quic::compio_quic::crypto::rustls::QuicClientConfig::try_from(rustls)
+        .expect("QUIC-capable rustls config");
+    let config = bus_quic::compio_quic::ClientConfig::new(std::sync::Arc::new(crypto));
+    let endpoint = bus_quic::compio_quic::Endpoint::client("127.0.0.1:0")
+        .await
+        .expect("client endpoint");
+    // A full handshake first, so the client holds the server's ticket (it
+    // arrives before the Pong).
+    let connection = within(
+        "first handshake",
+        endpoint
+            .connect(node.addr, SERVER_NAME, Some(config.clone()))
+            .expect("connect"),
+    )
+    .await
+    .expect("handshake");
+    let (send, recv) = within("open", connection.open_bi_wait())
+        .await
+        .expect("stream");
+    let mut first = QuicClient::new(connection, send, recv);
+    first.send(&bus_quic::opening_ping()).await;
+    assert_eq!(first.recv_frame().await.header().command(), Command::Pong);
+    // Resuming: the ticket does not allow early data, so there is no 0-RTT.
+    let connecting = endpoint
+        .connect(node.addr, SERVER_NAME, Some(config))
+        .expect("connect");
+    let connecting = match connecting.into_0rtt() {
+        Ok(_) => panic!("the server's ticket allowed 0-RTT"),
+        Err(connecting) => connecting,
+    };
+    let resumed = within("1-RTT handshake", connecting)
+        .await
+        .expect("a 1-RTT handshake still works");
+    let (send, recv) = within("open", resumed.open_bi_wait())
+        .await
+        .expect("stream");
+    let mut second = QuicClient::new(resumed, send, recv);
+    second.send(&bus_quic::opening_ping()).await;
+    assert_eq!(second.recv_frame().await.header().command(), Command::Pong);
+    scenarios::stop(&node).await;
+}
