@@ -523,9 +523,8 @@ async fn zero_rtt_is_never_accepted() {
     let connecting = endpoint
         .connect(node.addr, SERVER_NAME, Some(config))
         .expect("connect");
-    let connecting = match connecting.into_0rtt() {
-        Ok(_) => panic!("the server's ticket allowed 0-RTT"),
-        Err(connecting) => connecting,
+    let Err(connecting) = connecting.into_0rtt() else {
+        panic!("the server's ticket allowed 0-RTT")
     };
     let resumed = within("1-RTT handshake", connecting)
         .await
