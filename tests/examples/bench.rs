@@ -113,10 +113,11 @@ enum Transport {
     Tls,
     Ws,
     Wss,
+    Quic,
 }
 
 impl Transport {
-    const ALL: [Self; 4] = [Self::Tcp, Self::Tls, Self::Ws, Self::Wss];
+    const ALL: [Self; 5] = [Self::Tcp, Self::Tls, Self::Ws, Self::Wss, Self::Quic];
 
     fn name(self) -> &'static str {
         match self {
@@ -124,6 +125,7 @@ impl Transport {
             Self::Tls => "tls",
             Self::Ws => "ws",
             Self::Wss => "wss",
+            Self::Quic => "quic",
         }
     }
 }
@@ -135,6 +137,7 @@ struct Addrs {
     /// WebSocket listeners, where the server has them.
     ws: Option<SocketAddr>,
     wss: Option<SocketAddr>,
+    quic: Option<SocketAddr>,
     /// The self-signed certificate the TLS listener serves.
     cert: std::path::PathBuf,
 }
@@ -170,6 +173,11 @@ fn server() -> (Addrs, Server) {
             ))
             .expect("self-signed certificate");
             let cert = tls.cert_path();
+            let quic_config =
+                bus::quic::QuicListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+            let listener = bus::quic::QuicListener::bind(&quic_config, tls.clone()).expect("bind");
+            let quic = bus::transport::Listener::local_addr(&listener).expect("addr");
+            bus.serve(listener).expect("serve");
             let listener = bus::tls::TlsListener::bind(&config, tls).expect("bind");
             let tls = bus::transport::Listener::local_addr(&listener).expect("addr");
             bus.serve(listener).expect("serve");
@@ -198,6 +206,7 @@ fn server() -> (Addrs, Server) {
                     tls,
                     ws: Some(ws),
                     wss: Some(wss),
+                    quic: Some(quic),
                     cert,
                 })
                 .expect("send");
@@ -270,8 +279,18 @@ type WsStream = async_tungstenite::WebSocketStream<Box<dyn WsIo>>;
 
 /// The load generator's side of one connection.
 enum Client {
-    Tcp { rx: TcpStream, tx: TcpStream },
+    Tcp {
+        rx: TcpStream,
+        tx: TcpStream,
+    },
     Tls(Box<bus::tls::TlsStream>),
+    Quic {
+        send: bus::quic::compio_quic::SendStream,
+        recv: bus::quic::compio_quic::RecvStream,
+        /// Keeps the connection open.
+        _connection: bus::quic::compio_quic::Connection,
+        chunks: Vec<bytes::Bytes>,
+    },
     Ws(Box<WsStream>),
 }
 
@@ -319,6 +338,30 @@ impl Client {
                 let session = tls.connect(addr).await.expect("TLS connect");
                 Self::Ws(Box::new(upgrade(Box::new(session), addr, "wss").await))
             }
+            Transport::Quic => {
+                let config = bus::quic::QuicClientConfig::new(&addrs.cert, "localhost");
+                let quic = bus::quic::ClientQuic::new(&config).expect("client QUIC");
+                let addr = addrs.quic.expect("a QUIC listener");
+                let (connection, send, recv) = quic.connect_raw(addr).await.expect("QUIC connect");
+                let mut client = Self::Quic {
+                    send,
+                    recv,
+                    _connection: connection,
+                    chunks: Vec::new(),
+                };
+                // Open the stream with a Ping and take its 256-byte Pong.
+                client.write(vec![bus::quic::opening_ping()]).await;
+                let mut pong = 0;
+                let mut buf = Vec::with_capacity(256);
+                while pong < 256 {
+                    let (n, b) = client.read(buf).await;
+                    buf = b;
+                    assert!(n > 0, "server closed");
+                    pong += n;
+                }
+                assert_eq!(pong, 256, "only the Pong before any request");
+                client
+            }
         }
     }
 
@@ -343,6 +386,15 @@ impl Client {
                     ws.feed(message).await.expect("write");
                 }
                 ws.flush().await.expect("flush");
+            }
+            Self::Quic { send, chunks, .. } => {
+                chunks.extend(
+                    frames
+                        .iter()
+                        .map(|f| bytes::Bytes::copy_from_slice(f.as_bytes())),
+                );
+                send.write_all_chunks(chunks).await.expect("write");
+                chunks.clear();
             }
         }
     }
@@ -380,6 +432,16 @@ impl Client {
                         ws.next().now_or_never()
                     };
                 }
+                (buf.len(), buf)
+            }
+            Self::Quic { recv, .. } => {
+                buf.clear();
+                let chunk = recv
+                    .read_chunk(buf.capacity().max(1), true)
+                    .await
+                    .expect("read")
+                    .expect("server closed");
+                buf.extend_from_slice(&chunk.bytes);
                 (buf.len(), buf)
             }
         }
@@ -515,7 +577,7 @@ fn parse_args() -> (Duration, Vec<Transport>, usize) {
                             .iter()
                             .find(|t| Some(t.name()) == name)
                             .unwrap_or_else(|| {
-                                panic!("--transport tcp|tls|ws|wss|all, not {name:?}")
+                                panic!("--transport tcp|tls|ws|wss|quic|all, not {name:?}")
                             }),
                     ],
                 };
@@ -525,7 +587,7 @@ fn parse_args() -> (Duration, Vec<Transport>, usize) {
             }
             other => panic!(
                 "unknown argument {other}; use --quick, --seconds N, --idle N or \
-                 --transport tcp|tls|ws|wss|all"
+                 --transport tcp|tls|ws|wss|quic|all"
             ),
         }
     }

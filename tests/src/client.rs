@@ -461,3 +461,88 @@ impl<S: WsStream> RawClient for WsClient<S> {
         let _ = within("ws close reply", SinkExt::flush(&mut self.ws)).await;
     }
 }
+
+/// A raw QUIC client: frames back to back on one bidirectional stream.
+#[derive(Debug)]
+pub struct QuicClient {
+    connection: bus_quic::compio_quic::Connection,
+    send: bus_quic::compio_quic::SendStream,
+    recv: bus_quic::compio_quic::RecvStream,
+    decoder: bus_core::Decoder,
+    pending: bytes::Bytes,
+}
+
+impl QuicClient {
+    /// Wraps a connection and its (already opened) bus stream.
+    pub fn new(
+        connection: bus_quic::compio_quic::Connection,
+        send: bus_quic::compio_quic::SendStream,
+        recv: bus_quic::compio_quic::RecvStream,
+    ) -> Self {
+        Self {
+            connection,
+            send,
+            recv,
+            decoder: bus_core::Decoder::new(CLIENT_LIMITS),
+            pending: bytes::Bytes::new(),
+        }
+    }
+
+    /// Connects with `quic` to `addr` and opens the stream the way
+    /// [`bus_quic::ClientQuic::connect`] does: a `Ping`, then its `Pong`.
+    ///
+    /// # Panics
+    /// If the connection, the handshake or the opening round trip fails.
+    pub async fn connect(quic: &bus_quic::ClientQuic, addr: SocketAddr) -> Self {
+        let (connection, send, recv) = within("quic connect", quic.connect_raw(addr))
+            .await
+            .expect("quic connect");
+        let mut client = Self::new(connection, send, recv);
+        client.send(&bus_quic::opening_ping()).await;
+        let pong = client.recv_frame().await;
+        assert_eq!(pong.header().command(), Command::Pong, "{pong:?}");
+        client
+    }
+
+    /// The connection, for tests that inspect or open streams on it.
+    pub fn connection(&self) -> &bus_quic::compio_quic::Connection {
+        &self.connection
+    }
+}
+
+impl RawClient for QuicClient {
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        let mut chunks = [bytes::Bytes::copy_from_slice(bytes)];
+        within("quic write", self.send.write_all_chunks(&mut chunks))
+            .await
+            .expect("quic write");
+    }
+
+    async fn recv(&mut self) -> Result<Frame, Error> {
+        within("a frame from the server", async {
+            loop {
+                if !self.pending.is_empty() {
+                    let mut input = &self.pending[..];
+                    let decoded = self.decoder.decode(&mut input);
+                    let consumed = self.pending.len() - input.len();
+                    bytes::Buf::advance(&mut self.pending, consumed);
+                    if let Some(frame) = decoded? {
+                        return Ok(frame);
+                    }
+                    continue;
+                }
+                match self.recv.read_chunk(1 << 20, true).await {
+                    Ok(Some(chunk)) => self.pending = chunk.bytes,
+                    Ok(None) if self.decoder.is_between_frames() => return Err(Error::Closed),
+                    Ok(None) => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                    Err(err) => return Err(Error::Io(err.into())),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.send.finish();
+    }
+}

@@ -11,7 +11,7 @@ use bus_core::{
 use compio::BufResult;
 
 use crate::{
-    client::{RawClient, TcpClient, TlsClient, WsClient, WssClient},
+    client::{QuicClient, RawClient, TcpClient, TlsClient, WsClient, WssClient},
     pki::{SERVER_NAME, pki},
 };
 
@@ -30,6 +30,10 @@ pub trait TestTransport: 'static {
     /// Whether the carriage is a byte stream, so a frame may be split
     /// anywhere (TCP, TLS) rather than carried as one message (WS, QUIC).
     const STREAM: bool;
+    /// `Ping` frames a client sends to open its stream (each answered with a
+    /// `Pong`), counted in the bus's frame statistics: 1 for QUIC, whose
+    /// server sees a stream only once data is sent on it.
+    const OPENING_FRAMES: u64 = 0;
 
     /// A listener on `127.0.0.1:0`.
     async fn listen() -> Self::Listener;
@@ -171,6 +175,53 @@ impl TestTransport for Wss {
 
     async fn connect(addr: SocketAddr) -> WssClient {
         Box::pin(WssClient::connect_tls(&Self::client_tls(), addr)).await
+    }
+}
+
+/// QUIC: one bidirectional stream, with the test PKI's server certificate.
+#[derive(Debug)]
+pub struct Quic;
+
+impl Quic {
+    /// Server settings on `127.0.0.1:0`, everything else at its default.
+    pub fn listener_config() -> bus_quic::QuicListenerConfig {
+        bus_quic::QuicListenerConfig::new("127.0.0.1:0".parse().expect("addr"))
+    }
+
+    /// A listener with `config`, serving the test server certificate.
+    pub fn listen_with(config: &bus_quic::QuicListenerConfig) -> bus_quic::QuicListener {
+        bus_quic::QuicListener::bind(config, Tls::server_tls()).expect("bind 127.0.0.1:0")
+    }
+
+    /// Client settings that trust the test CA, bound to `127.0.0.1:0`.
+    pub fn client_config() -> bus_quic::QuicClientConfig {
+        let mut config = bus_quic::QuicClientConfig::new(&pki().ca, SERVER_NAME);
+        config.bind = "127.0.0.1:0".parse().expect("addr");
+        config.connect_timeout = crate::STEP;
+        config
+    }
+
+    /// A client endpoint with [`Quic::client_config`].
+    pub fn client() -> bus_quic::ClientQuic {
+        bus_quic::ClientQuic::new(&Self::client_config()).expect("client QUIC")
+    }
+}
+
+impl TestTransport for Quic {
+    type Listener = bus_quic::QuicListener;
+    type Client = QuicClient;
+    const KIND: TransportKind = TransportKind::Quic;
+    // Frames go back to back on one QUIC stream, so a frame may be split
+    // anywhere, as on TCP.
+    const STREAM: bool = true;
+    const OPENING_FRAMES: u64 = 1;
+
+    async fn listen() -> Self::Listener {
+        Self::listen_with(&Self::listener_config())
+    }
+
+    async fn connect(addr: SocketAddr) -> QuicClient {
+        QuicClient::connect(&Self::client(), addr).await
     }
 }
 

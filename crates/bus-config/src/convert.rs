@@ -129,6 +129,30 @@ impl Config {
         config
     }
 
+    /// The server-side QUIC settings: `[quic]` as a `bus-quic` listener
+    /// config. The certificate is [`Self::tls_server_config`]'s. Expects a
+    /// [validated](Self::validate) config; sizes beyond `usize` saturate, so
+    /// [`bus_quic::QuicListenerConfig::validate`] still refuses them.
+    #[cfg(feature = "quic")]
+    pub fn quic_listener_config(&self) -> bus_quic::QuicListenerConfig {
+        let quic = &self.quic;
+        let mut config = bus_quic::QuicListenerConfig::new(quic.listen);
+        config.max_connections = quic.max_connections;
+        config.max_handshakes = quic.max_handshakes;
+        let tuning = &mut config.tuning;
+        tuning.max_idle_timeout = quic.max_idle_timeout;
+        tuning.keep_alive = quic.keep_alive;
+        tuning.stream_receive_window = quic.stream_receive_window.bytes();
+        tuning.connection_receive_window = quic.connection_receive_window.bytes();
+        tuning.send_window = quic.send_window.bytes();
+        tuning.initial_mtu = quic.initial_mtu;
+        tuning.udp_send_buffer =
+            usize::try_from(quic.udp_send_buffer.bytes()).unwrap_or(usize::MAX);
+        tuning.udp_receive_buffer =
+            usize::try_from(quic.udp_receive_buffer.bytes()).unwrap_or(usize::MAX);
+        config
+    }
+
     /// How many shards to run: `shards.count`, or when that is 0 the number
     /// of cores this process may use (1 if unknown), capped at 1024.
     pub fn shard_count(&self) -> u16 {

@@ -36,6 +36,7 @@
 //! | `tls`    | no      | [`tls`]: TLS 1.3 listener and connector, certificates, mutual TLS, reload (`bus-tls`); turns on `tcp` |
 //! | `ws`     | no      | [`ws`]: WebSocket listener and connector (`bus-ws`); turns on `tcp` |
 //! | `wss`    | no      | WebSocket over TLS 1.3 in [`ws`] (`WsListener::bind_tls`, `connect_tls`); turns on `ws` and `tls` |
+//! | `quic`   | no      | [`quic`]: QUIC listener and connector, one bidirectional stream, admission caps (`bus-quic`); turns on `tls` |
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
 //! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
 //! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
@@ -67,6 +68,9 @@ pub use bus_tcp as tcp;
 #[doc(inline)]
 pub use bus_tls as tls;
 
+#[cfg(feature = "quic")]
+#[doc(inline)]
+pub use bus_quic as quic;
 #[cfg(feature = "ws")]
 #[doc(inline)]
 pub use bus_ws as ws;

@@ -84,6 +84,7 @@ fn sharded_server(count: u16) -> (Shards, Addrs) {
         tls: shards.local_addrs()[1],
         ws: None,
         wss: None,
+        quic: None,
         cert,
     };
     (shards, addrs)

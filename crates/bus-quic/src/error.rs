@@ -1,0 +1,43 @@
+//! Errors of the QUIC transport.
+
+use std::net::SocketAddr;
+
+/// What can go wrong setting up QUIC.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicError {
+    /// A setting is out of range.
+    #[error("invalid QUIC setting `{field}` = {value}: expected {expected}")]
+    InvalidConfig {
+        /// The field, as named in [`QuicTuning`](crate::QuicTuning) and the
+        /// `[quic]` config section.
+        field: &'static str,
+        /// What it was.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// Binding the UDP socket failed.
+    #[error("cannot bind UDP {addr} for QUIC: {source}")]
+    Bind {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS material could not be used for QUIC.
+    #[error("TLS for QUIC: {0}")]
+    Tls(#[from] bus_tls::TlsError),
+    /// The rustls config cannot carry QUIC (needs TLS 1.3 with
+    /// `TLS13_AES_128_GCM_SHA256`).
+    #[error("the TLS config cannot carry QUIC: {0}")]
+    Crypto(String),
+    /// Connecting to a server failed.
+    #[error("cannot connect to {addr} over QUIC: {problem}")]
+    Connect {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        problem: String,
+    },
+}

@@ -1,0 +1,329 @@
+//! The server side: a QUIC endpoint whose connections finish their
+//! handshake and open the bus stream in [`Connection::establish`], on the
+//! connection's own task, within the bus's `handshake_grace`.
+
+use std::{cell::Cell, io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
+
+use bus_core::{
+    DecodeLimits, Decoder, Error,
+    transport::{Connection, ConnectionInfo, Listener, TransportKind},
+};
+use bus_tls::ServerTls;
+use compio_quic::{Connecting, Endpoint, EndpointConfig, ServerConfig, TransportConfig};
+
+use crate::{
+    QuicError, QuicListenerConfig, codes, setup,
+    stream::{self, QuicReader, QuicWriter},
+};
+
+/// Counts of open connections and handshakes in flight, against their caps.
+#[derive(Debug)]
+struct Admission {
+    open: Cell<u32>,
+    handshaking: Cell<u32>,
+    refused: Cell<u64>,
+    max_connections: u32,
+    max_handshakes: u32,
+}
+
+impl Admission {
+    /// Takes a connection slot and a handshake slot, or `None` when either
+    /// cap is reached.
+    fn admit(self: &Rc<Self>) -> Option<(AdmissionGuard, HandshakeGuard)> {
+        if self.open.get() >= self.max_connections || self.handshaking.get() >= self.max_handshakes
+        {
+            self.refused.set(self.refused.get() + 1);
+            return None;
+        }
+        self.open.set(self.open.get() + 1);
+        self.handshaking.set(self.handshaking.get() + 1);
+        Some((AdmissionGuard(self.clone()), HandshakeGuard(self.clone())))
+    }
+}
+
+/// A connection slot, given back on drop.
+#[derive(Debug)]
+pub(crate) struct AdmissionGuard(Rc<Admission>);
+
+impl Drop for AdmissionGuard {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+    }
+}
+
+/// A handshake slot, given back on drop.
+#[derive(Debug)]
+struct HandshakeGuard(Rc<Admission>);
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.handshaking.set(self.0.handshaking.get() - 1);
+    }
+}
+
+/// Accepts QUIC connections on one UDP socket. QUIC connections stay on the
+/// shard of their endpoint (dependencies.md #12): run one listener per
+/// shard, each on its own port or behind a load balancer.
+///
+/// Dropping the listener stops new connections (they are refused) but lets
+/// established ones finish; [`shutdown_endpoint`](crate::shutdown_endpoint)
+/// closes the endpoint for good within a bound.
+#[derive(Debug)]
+pub struct QuicListener {
+    endpoint: Endpoint,
+    tls: ServerTls,
+    /// The rustls config `server` was built from.
+    current: Arc<rustls::ServerConfig>,
+    /// What new connections are accepted with. An attempt captures the
+    /// endpoint's config when its first packet arrives, so accepting with
+    /// this one is what makes a reload reach an attempt already waiting.
+    server: ServerConfig,
+    transport: Arc<TransportConfig>,
+    admission: Rc<Admission>,
+    close_ack_timeout: Duration,
+    udp_buffers: (usize, usize),
+}
+
+impl QuicListener {
+    /// Binds `config.listen` and serves `tls` (ALPN forced to `bus.v1`,
+    /// 0-RTT off). Must run inside a compio runtime. Keep a clone of `tls`
+    /// to [reload](ServerTls::reload) it: new handshakes pick it up.
+    pub fn bind(config: &QuicListenerConfig, tls: ServerTls) -> Result<Self, QuicError> {
+        config.validate()?;
+        bus_tls::install_default_provider();
+        let tuning = &config.tuning;
+        let transport = Arc::new(setup::transport_config(tuning)?);
+        let current = tls.rustls_config();
+        let server = setup::server_config(&current, &transport)?;
+        let socket = setup::udp_socket(config.listen, tuning)?;
+        let udp_buffers = socket_buffers(&socket);
+        let endpoint = Endpoint::new(
+            socket,
+            EndpointConfig::default(),
+            Some(server.clone()),
+            None,
+        )
+        .map_err(|source| QuicError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Self {
+            endpoint,
+            tls,
+            current,
+            server,
+            transport,
+            admission: Rc::new(Admission {
+                open: Cell::new(0),
+                handshaking: Cell::new(0),
+                refused: Cell::new(0),
+                max_connections: config.max_connections,
+                max_handshakes: config.max_handshakes,
+            }),
+            close_ack_timeout: tuning.close_ack_timeout,
+            udp_buffers,
+        })
+    }
+
+    /// The endpoint, for [`shutdown_endpoint`](crate::shutdown_endpoint)
+    /// after the bus has shut down.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
+    }
+
+    /// The TLS state this listener hands to new handshakes.
+    pub fn tls(&self) -> &ServerTls {
+        &self.tls
+    }
+
+    /// The UDP send and receive buffer sizes the kernel granted (Linux
+    /// reports twice the usable size).
+    pub fn udp_buffers(&self) -> (usize, usize) {
+        self.udp_buffers
+    }
+
+    /// A handle on the admission counters, valid after the listener is
+    /// handed to the bus.
+    pub fn admission(&self) -> AdmissionStats {
+        AdmissionStats(self.admission.clone())
+    }
+
+    /// Rebuilds the endpoint's server config if the TLS state was reloaded.
+    fn follow_reload(&mut self) {
+        let now = self.tls.rustls_config();
+        if Arc::ptr_eq(&now, &self.current) {
+            return;
+        }
+        match setup::server_config(&now, &self.transport) {
+            Ok(server) => {
+                self.endpoint.set_server_config(Some(server.clone()));
+                self.server = server;
+            }
+            Err(err) => {
+                tracing::error!(%err, "reloaded TLS config unusable for QUIC; keeping the old one");
+            }
+        }
+        self.current = now;
+    }
+}
+
+fn socket_buffers(socket: &compio::net::UdpSocket) -> (usize, usize) {
+    let socket = socket2::SockRef::from(socket);
+    (
+        socket.send_buffer_size().unwrap_or(0),
+        socket.recv_buffer_size().unwrap_or(0),
+    )
+}
+
+impl Drop for QuicListener {
+    fn drop(&mut self) {
+        // Refuse new connections; established ones keep running.
+        self.endpoint.set_server_config(None);
+    }
+}
+
+/// Admission counters of a [`QuicListener`].
+#[derive(Debug, Clone)]
+pub struct AdmissionStats(Rc<Admission>);
+
+impl AdmissionStats {
+    /// Connections holding a slot (handshaking or established).
+    pub fn open(&self) -> u32 {
+        self.0.open.get()
+    }
+
+    /// Handshakes in flight.
+    pub fn handshaking(&self) -> u32 {
+        self.0.handshaking.get()
+    }
+
+    /// Connection attempts refused by the caps so far.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.get()
+    }
+}
+
+impl Listener for QuicListener {
+    type Connection = QuicIncoming;
+
+    /// Waits for a connection attempt; one beyond the caps is refused here
+    /// (a stateless `CONNECTION_CLOSE`, no crypto work) and the wait goes on.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: no attempt is taken from the endpoint until it is
+    /// returned.
+    async fn accept(&mut self) -> io::Result<QuicIncoming> {
+        loop {
+            let Some(incoming) = self.endpoint.wait_incoming().await else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the QUIC endpoint is closed",
+                ));
+            };
+            let peer = incoming.remote_address();
+            let Some((slot, handshake)) = self.admission.admit() else {
+                tracing::debug!(%peer, "QUIC admission cap reached; refusing");
+                incoming.refuse();
+                continue;
+            };
+            self.follow_reload();
+            match incoming.accept_with(self.server.clone()) {
+                Ok(connecting) => {
+                    return Ok(QuicIncoming {
+                        connecting,
+                        peer,
+                        slot,
+                        handshake,
+                        close_ack_timeout: self.close_ack_timeout,
+                    });
+                }
+                Err(err) => tracing::debug!(%peer, %err, "QUIC connection attempt failed"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+/// A QUIC connection attempt whose handshake has not completed.
+#[derive(Debug)]
+pub struct QuicIncoming {
+    connecting: Connecting,
+    peer: SocketAddr,
+    slot: AdmissionGuard,
+    handshake: HandshakeGuard,
+    close_ack_timeout: Duration,
+}
+
+impl Connection for QuicIncoming {
+    type Reader = QuicReader;
+    type Writer = QuicWriter;
+
+    fn transport(&self) -> TransportKind {
+        TransportKind::Quic
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Completes the handshake, checks ALPN `bus.v1`, and waits for the
+    /// client's bidirectional stream (which exists for us once the client
+    /// has sent on it).
+    ///
+    /// # Cancel safety
+    /// See [`Connection::establish`]: dropping it closes the connection.
+    async fn establish(
+        self,
+        limits: DecodeLimits,
+        read_buffer_bytes: usize,
+    ) -> Result<(QuicReader, QuicWriter, ConnectionInfo), Error> {
+        let Self {
+            connecting,
+            peer,
+            slot,
+            handshake,
+            close_ack_timeout,
+        } = self;
+        let mut connection = connecting
+            .await
+            .map_err(|err| Error::Handshake(format!("QUIC handshake with {peer}: {err}")))?;
+        drop(handshake);
+        let alpn = connection
+            .handshake_data()
+            .ok()
+            .and_then(|data| data.protocol);
+        if alpn.as_deref() != Some(bus_tls::ALPN_BUS) {
+            connection.close(codes::PROTOCOL_VIOLATION, b"ALPN bus.v1 required");
+            return Err(Error::Handshake(format!(
+                "QUIC peer {peer} did not negotiate ALPN bus.v1"
+            )));
+        }
+        let (send, recv) = connection
+            .accept_bi()
+            .await
+            .map_err(|err| Error::Handshake(format!("QUIC peer {peer} opened no stream: {err}")))?;
+        if recv.is_0rtt() {
+            connection.close(codes::PROTOCOL_VIOLATION, b"0-RTT refused");
+            return Err(Error::Handshake(format!(
+                "QUIC peer {peer} sent 0-RTT data"
+            )));
+        }
+        let mut info = ConnectionInfo::new(TransportKind::Quic, connection.remote_address());
+        info.identity = connection
+            .peer_identity()
+            .and_then(|chain| chain.first().and_then(bus_tls::identity_of));
+        let (reader, writer) = stream::split(
+            connection,
+            send,
+            recv,
+            Decoder::new(limits),
+            read_buffer_bytes,
+            close_ack_timeout,
+            Some(slot),
+        );
+        Ok((reader, writer, info))
+    }
+}

@@ -1,0 +1,199 @@
+//! The bus stream of an established connection: frames back to back on one
+//! bidirectional QUIC stream, both ways.
+
+use std::{cell::Cell, io, rc::Rc};
+
+use bus_core::{
+    Decoder, Error, Frame, GoodbyeReason,
+    transport::{FrameReader, FrameWriter},
+};
+use bytes::{Buf, Bytes};
+use compio::{BufResult, runtime::JoinHandle};
+use compio_quic::{Connection, ReadError, RecvStream, SendStream, VarInt};
+
+use crate::{codes, listener::AdmissionGuard};
+
+/// What both halves share: the connection, the code it closes with, and
+/// what must live exactly as long as it. When the last half is dropped the
+/// connection is closed with `CONNECTION_CLOSE` and that code.
+struct Shared {
+    connection: Connection,
+    code: Cell<VarInt>,
+    /// Refuses further streams; dropping the handle cancels it.
+    _refuser: Option<JoinHandle<()>>,
+    /// Holds the connection's admission slot (server side).
+    _admission: Option<AdmissionGuard>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.connection.close(self.code.get(), b"");
+    }
+}
+
+/// Splits an established connection's bus stream into frame halves. The
+/// halves own the connection: dropping both closes it.
+pub(crate) fn split(
+    connection: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    decoder: Decoder,
+    read_chunk_bytes: usize,
+    close_ack_timeout: std::time::Duration,
+    admission: Option<AdmissionGuard>,
+) -> (QuicReader, QuicWriter) {
+    let refuser = compio::runtime::spawn(refuse_streams(connection.clone()));
+    let shared = Rc::new(Shared {
+        connection,
+        code: Cell::new(codes::NO_ERROR),
+        _refuser: Some(refuser),
+        _admission: admission,
+    });
+    let reader = QuicReader {
+        recv,
+        pending: Bytes::new(),
+        decoder,
+        read_chunk_bytes: read_chunk_bytes.max(1),
+        _shared: shared.clone(),
+    };
+    let writer = QuicWriter {
+        send,
+        chunks: Vec::new(),
+        close_ack_timeout,
+        shared,
+    };
+    (reader, writer)
+}
+
+/// Refuses every stream the peer opens after the bus stream (spec §7):
+/// stops its receiving side and resets its sending side with
+/// [`codes::STREAM_REFUSED`]. Ends when the connection does.
+async fn refuse_streams(connection: Connection) {
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        tracing::debug!(stream = %recv.id(), "refusing a further stream");
+        let _ = recv.stop(codes::STREAM_REFUSED);
+        let _ = send.reset(codes::STREAM_REFUSED);
+    }
+}
+
+/// The receiving half: stream chunks feed the frame decoder.
+pub struct QuicReader {
+    recv: RecvStream,
+    /// Bytes of the last chunk not decoded yet.
+    pending: Bytes,
+    decoder: Decoder,
+    read_chunk_bytes: usize,
+    _shared: Rc<Shared>,
+}
+
+impl std::fmt::Debug for QuicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicReader")
+            .field("stream", &self.recv.id())
+            .field("buffered", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_error(err: ReadError) -> io::Error {
+    io::Error::from(err)
+}
+
+impl FrameReader for QuicReader {
+    /// # Cancel safety
+    /// Cancel safe: `RecvStream::read_chunk` is, and a frame in progress
+    /// stays in the decoder and the pending chunk.
+    async fn read_frame(&mut self) -> Result<Frame, Error> {
+        loop {
+            if !self.pending.is_empty() {
+                let mut input = &self.pending[..];
+                let decoded = self.decoder.decode(&mut input);
+                let consumed = self.pending.len() - input.len();
+                self.pending.advance(consumed);
+                if let Some(frame) = decoded? {
+                    return Ok(frame);
+                }
+                continue;
+            }
+            match self.recv.read_chunk(self.read_chunk_bytes, true).await {
+                Ok(Some(chunk)) => self.pending = chunk.bytes,
+                Ok(None) if self.decoder.is_between_frames() => return Err(Error::Closed),
+                Ok(None) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
+                Err(err) => return Err(Error::Io(read_error(err))),
+            }
+        }
+    }
+
+    async fn discard(&mut self) -> io::Result<usize> {
+        if !self.pending.is_empty() {
+            let n = self.pending.len();
+            self.pending.clear();
+            return Ok(n);
+        }
+        match self.recv.read_chunk(self.read_chunk_bytes, true).await {
+            Ok(Some(chunk)) => Ok(chunk.bytes.len().max(1)),
+            Ok(None) => Ok(0),
+            Err(err) => Err(read_error(err)),
+        }
+    }
+}
+
+/// Lets quinn hold a frame without copying it: the chunk keeps the frame's
+/// shared buffer alive until the peer has acknowledged it.
+struct FrameBytes(Frame);
+
+impl AsRef<[u8]> for FrameBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// The sending half: a batch is handed to quinn as one list of chunks.
+pub struct QuicWriter {
+    send: SendStream,
+    /// Reused between batches.
+    chunks: Vec<Bytes>,
+    close_ack_timeout: std::time::Duration,
+    shared: Rc<Shared>,
+}
+
+impl std::fmt::Debug for QuicWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicWriter")
+            .field("stream", &self.send.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameWriter for QuicWriter {
+    /// Hands every frame to quinn without copying (one small reference per
+    /// frame); quinn packs them into packets and sends without a flush.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: see [`FrameWriter::write_batch`].
+    async fn write_batch(&mut self, mut batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
+        self.chunks
+            .extend(batch.drain(..).map(|f| Bytes::from_owner(FrameBytes(f))));
+        let res = self.send.write_all_chunks(&mut self.chunks).await;
+        self.chunks.clear();
+        BufResult(res.map_err(io::Error::from), batch)
+    }
+
+    /// Finishes the stream, waits (at most `close_ack_timeout`) until the
+    /// peer has acknowledged everything sent, and records the code the
+    /// connection closes with when both halves are dropped: see
+    /// [`codes::for_goodbye`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the finish is already queued; the connection still
+    /// closes with the recorded code on drop.
+    async fn close(&mut self, reason: Option<GoodbyeReason>) -> io::Result<()> {
+        self.shared.code.set(codes::for_goodbye(reason));
+        // Fails only if already finished or reset: nothing more to send.
+        let _ = self.send.finish();
+        match compio::runtime::time::timeout(self.close_ack_timeout, self.send.stopped()).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(err)) => Err(io::Error::from(err)),
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! Every transport scenario over QUIC, plus what only QUIC has: ALPN
+//! policy, stream refusal, the handshake bound, admission caps, the close
+//! code on shutdown and the bounded endpoint shutdown, and the settings'
+//! validation.
+
+use std::{
+    net::SocketAddr,
+    pin::pin,
+    time::{Duration, Instant},
+};
+
+use bus_core::{
+    Command, GoodbyeReason,
+    transport::{FrameReader, FrameWriter, Listener},
+};
+use bus_quic::{
+    QuicListenerConfig, QuicTuning, codes,
+    compio_quic::{ConnectionError, ReadError},
+};
+use bus_tests::{
+    client::{QuicClient, RawClient},
+    eventually,
+    frames::{ECHO, ECHO_REPLY, app, assert_pattern},
+    pki::{SERVER_NAME, pki},
+    scenarios::{self, Node, start_on, test_config},
+    transport::Quic,
+    within,
+};
+use futures_util::future::{Either, select};
+
+bus_tests::transport_suite!(Quic);
+
+#[compio::test]
+async fn frame_dribbled_one_byte_at_a_time_is_delivered_whole() {
+    scenarios::frame_dribbled_one_byte_at_a_time_is_delivered_whole::<Quic>().await;
+}
+
+async fn echo(client: &mut QuicClient, request: u64, body_len: usize) {
+    client.send(&app(ECHO, request, body_len)).await;
+    let reply = client.recv_frame().await;
+    assert_eq!(reply.header().command_raw(), ECHO_REPLY);
+    assert_eq!(reply.header().request(), request);
+    assert_pattern(reply.body(), request, body_len);
+}
+
+/// A rustls client config trusting the test CA, offering `alpn`.
+fn rustls_client(alpn: &[&[u8]]) -> bus_tls::rustls::ClientConfig {
+    let roots = bus_tls::load_roots(&pki().ca).expect("test CA");
+    let mut config =
+        bus_tls::rustls::ClientConfig::builder_with_provider(bus_tls::crypto_provider())
+            .with_protocol_versions(&[&bus_tls::rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+#[compio::test]
+async fn wrong_or_missing_alpn_is_refused() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    for alpn in [&[b"h3".as_slice()][..], &[]] {
+        let client = bus_quic::ClientQuic::from_rustls(
+            rustls_client(alpn),
+            SERVER_NAME,
+            &Quic::client_config(),
+        )
+        .expect("client");
+        let err = within("connect with wrong ALPN", client.connect_raw(node.addr))
+            .await
+            .expect_err("refused in the handshake");
+        assert!(err.to_string().contains(&node.addr.to_string()), "{err}");
+    }
+    // Refused while quinn reads the ClientHello, inside `accept`: nothing
+    // reached the bus, and the server is fine.
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    echo(&mut client, 7, 10).await;
+    assert_eq!(node.bus.stats().connections_total, 1);
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn a_second_stream_is_refused_while_the_first_keeps_working() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    let (mut send, mut recv) = within("open a second stream", client.connection().open_bi_wait())
+        .await
+        .expect("stream credit for one more");
+    let mut frame = [app(ECHO, 2, 10).as_bytes().to_vec().into()];
+    // The write may already fail if the refusal arrived first.
+    let _ = within(
+        "write on the second stream",
+        send.write_all_chunks(&mut frame),
+    )
+    .await;
+    let stopped = within("refusal of the second stream", send.stopped()).await;
+    assert_eq!(stopped.ok().flatten(), Some(codes::STREAM_REFUSED));
+    let read = within("reset of the second stream", recv.read_chunk(1024, true)).await;
+    assert!(
+        matches!(read, Err(ReadError::Reset(code)) if code == codes::STREAM_REFUSED),
+        "{read:?}"
+    );
+    echo(&mut client, 3, 100).await;
+    let (_, only) = node.events.frame().await;
+    assert_eq!(only.header().request(), 3, "nothing from the second stream");
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn a_client_that_never_opens_a_stream_is_closed_after_handshake_grace() {
+    let mut config = test_config();
+    config.handshake_grace = Duration::from_millis(300);
+    let node = scenarios::start::<Quic>(config).await;
+    let silent = Quic::client();
+    // Handshake done, stream opened locally but never sent on: the server
+    // never sees it.
+    let (connection, _send, _recv) = within("silent connect", silent.connect_raw(node.addr))
+        .await
+        .expect("handshake");
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    echo(&mut client, 1, 10).await;
+    let closed = within("server closes the silent client", connection.closed()).await;
+    assert!(
+        matches!(closed, ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+    assert_eq!(node.bus.stats().handshake_failures, 1);
+    assert_eq!(node.bus.stats().connections, 1);
+    scenarios::stop(&node).await;
+}
+
+/// Starts a real handshake with `server` and goes silent: captures a
+/// client's first Initial packet on a socket we own, replays it to the
+/// server from that socket, and never reads the answer. Returns the socket
+/// (the half-open handshake lives while the server waits for it).
+async fn half_open_handshake(server: SocketAddr) -> compio::net::UdpSocket {
+    let trap = compio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let trap_addr = trap.local_addr().expect("addr");
+    let client = Quic::client();
+    let initial = {
+        let connect = pin!(client.connect_raw(trap_addr));
+        let recv = pin!(trap.recv_from(vec![0u8; 2048]));
+        match within("the client's Initial", select(connect, recv)).await {
+            Either::Right((compio::BufResult(res, mut buf), _)) => {
+                let (len, _) = res.expect("recv");
+                buf.truncate(len);
+                buf
+            }
+            Either::Left((res, _)) => panic!("connect to a trap finished: {res:?}"),
+        }
+    };
+    let compio::BufResult(res, _) = trap.send_to(initial, server).await;
+    res.expect("replay the Initial");
+    trap
+}
+
+#[compio::test]
+async fn a_handshake_gone_silent_does_not_delay_another_client() {
+    let mut config = test_config();
+    config.handshake_grace = Duration::from_millis(500);
+    let node = scenarios::start::<Quic>(config).await;
+    let _trap = half_open_handshake(node.addr).await;
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    echo(&mut client, 1, 10).await;
+    eventually("the silent handshake times out", || {
+        node.bus.stats().handshake_failures == 1
+    })
+    .await;
+    assert_eq!(node.bus.stats().connections, 1);
+    scenarios::stop(&node).await;
+}
+
+fn start_capped(
+    max_connections: u32,
+    max_handshakes: u32,
+    handshake_grace: Duration,
+) -> (Node, bus_quic::AdmissionStats) {
+    let mut config = Quic::listener_config();
+    config.max_connections = max_connections;
+    config.max_handshakes = max_handshakes;
+    let listener = Quic::listen_with(&config);
+    let admission = listener.admission();
+    let mut bus_config = test_config();
+    bus_config.handshake_grace = handshake_grace;
+    (start_on(listener, bus_config), admission)
+}
+
+#[compio::test]
+async fn connections_beyond_the_cap_are_refused_quickly_and_the_server_stays_responsive() {
+    let (node, admission) = start_capped(1, 1, Duration::from_secs(5));
+    let (mut first, first_peer) = scenarios::connect::<Quic>(&node).await;
+    let started = Instant::now();
+    let refused = within("refused connect", Quic::client().connect_raw(node.addr))
+        .await
+        .expect_err("beyond max_connections");
+    assert!(
+        refused
+            .to_string()
+            .contains("refused to accept a new connection"),
+        "CONNECTION_REFUSED: {refused}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not by a timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(admission.refused(), 1);
+    echo(&mut first, 1, 10).await;
+    // The slot comes back when the connection ends.
+    first.close().await;
+    node.events.lost(first_peer).await;
+    eventually("the slot is free", || admission.open() == 0).await;
+    let (mut next, _) = scenarios::connect::<Quic>(&node).await;
+    echo(&mut next, 2, 10).await;
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn handshakes_beyond_the_cap_are_refused_until_one_finishes() {
+    let (node, admission) = start_capped(10, 1, Duration::from_secs(2));
+    let _trap = half_open_handshake(node.addr).await;
+    eventually("the half-open handshake holds the slot", || {
+        admission.handshaking() == 1
+    })
+    .await;
+    let refused = within("refused connect", Quic::client().connect_raw(node.addr))
+        .await
+        .expect_err("beyond max_handshakes");
+    assert!(
+        refused
+            .to_string()
+            .contains("refused to accept a new connection"),
+        "CONNECTION_REFUSED: {refused}"
+    );
+    assert!(admission.refused() >= 1);
+    // handshake_grace frees the slot.
+    eventually("the half-open handshake is dropped", || {
+        admission.handshaking() == 0
+    })
+    .await;
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    echo(&mut client, 1, 10).await;
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn shutdown_sends_goodbye_then_closes_with_the_shutdown_code() {
+    let listener = Quic::listen_with(&Quic::listener_config());
+    let endpoint = listener.endpoint();
+    let node = start_on(listener, test_config());
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    let shutdown = node.bus.shutdown(Duration::from_secs(5));
+    let read = async {
+        client
+            .expect_goodbye_then_close(GoodbyeReason::ShuttingDown)
+            .await;
+        client.close().await;
+        client.connection().closed().await
+    };
+    let (report, closed) = within("shutdown", futures_util::future::join(shutdown, read)).await;
+    assert_eq!(report.tasks_left, 0, "{report:?}");
+    assert!(
+        matches!(&closed, ConnectionError::ApplicationClosed(c) if c.error_code == codes::SHUTTING_DOWN),
+        "{closed:?}"
+    );
+    let bound = Duration::from_secs(2);
+    let started = Instant::now();
+    let finished = bus_quic::shutdown_endpoint(endpoint, codes::SHUTTING_DOWN, bound).await;
+    assert!(started.elapsed() < bound + Duration::from_secs(1));
+    assert!(
+        finished,
+        "nothing holds the endpoint after the bus shut down"
+    );
+}
+
+#[compio::test]
+async fn endpoint_shutdown_is_bounded_when_a_handle_is_still_held() {
+    let listener = Quic::listen_with(&Quic::listener_config());
+    let endpoint = listener.endpoint();
+    let held = endpoint.clone();
+    drop(listener);
+    let bound = Duration::from_millis(300);
+    let started = Instant::now();
+    let finished = bus_quic::shutdown_endpoint(endpoint, codes::SHUTTING_DOWN, bound).await;
+    assert!(!finished, "a held handle keeps the endpoint alive");
+    assert!(started.elapsed() < bound + Duration::from_secs(1));
+    drop(held);
+}
+
+#[compio::test]
+async fn protocol_violation_closes_the_connection_with_0x1004() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    let mut bad = bus_tests::frames::app_mut(ECHO, 1, 10);
+    bad.header_mut().set_size(255);
+    client.send_raw(bad.as_bytes()).await;
+    client
+        .expect_goodbye_then_close(GoodbyeReason::MalformedFrame)
+        .await;
+    client.close().await;
+    let closed = within("close", client.connection().closed()).await;
+    assert!(
+        matches!(&closed, ConnectionError::ApplicationClosed(c) if c.error_code == codes::PROTOCOL_VIOLATION),
+        "{closed:?}"
+    );
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn the_library_client_opens_its_stream_with_a_ping() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    let client = Quic::client();
+    let (mut reader, mut writer, info) = within(
+        "connect",
+        client.connect(node.addr, bus_tests::client::CLIENT_LIMITS, 64 * 1024),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(info.transport, bus_core::TransportKind::Quic);
+    node.events.connected().await;
+    let compio::BufResult(res, _) = writer.write_batch(vec![app(ECHO, 5, 1000)]).await;
+    res.expect("write");
+    let reply = within("echo", reader.read_frame()).await.expect("reply");
+    assert_eq!(reply.header().command(), Command::Application(ECHO_REPLY));
+    assert_pattern(reply.body(), 5, 1000);
+    scenarios::stop(&node).await;
+}
+
+fn invalid(config: &QuicListenerConfig, field: &str) {
+    let err = config.validate().expect_err(field);
+    assert!(err.to_string().contains(field), "{field}: {err}");
+}
+
+#[test]
+fn each_setting_out_of_range_is_rejected_naming_the_field() {
+    let base = Quic::listener_config();
+    base.validate().expect("defaults are valid");
+    let with = |edit: &dyn Fn(&mut QuicTuning)| {
+        let mut config = base.clone();
+        edit(&mut config.tuning);
+        config
+    };
+    invalid(
+        &with(&|t| t.max_idle_timeout = Duration::ZERO),
+        "max_idle_timeout",
+    );
+    invalid(
+        &with(&|t| t.keep_alive = Some(Duration::ZERO)),
+        "keep_alive",
+    );
+    invalid(
+        &with(&|t| t.keep_alive = Some(t.max_idle_timeout)),
+        "keep_alive",
+    );
+    invalid(
+        &with(&|t| t.stream_receive_window = 512),
+        "stream_receive_window",
+    );
+    invalid(
+        &with(&|t| t.stream_receive_window = t.connection_receive_window + 1),
+        "stream_receive_window",
+    );
+    invalid(
+        &with(&|t| t.connection_receive_window = 2 << 30),
+        "connection_receive_window",
+    );
+    invalid(&with(&|t| t.send_window = 1023), "send_window");
+    invalid(&with(&|t| t.initial_mtu = 1199), "initial_mtu");
+    invalid(&with(&|t| t.udp_send_buffer = 1024), "udp_send_buffer");
+    invalid(
+        &with(&|t| t.udp_receive_buffer = 2 << 30),
+        "udp_receive_buffer",
+    );
+    invalid(
+        &with(&|t| t.close_ack_timeout = Duration::ZERO),
+        "close_ack_timeout",
+    );
+    let mut config = base.clone();
+    config.max_connections = 0;
+    invalid(&config, "max_connections");
+    let mut config = base.clone();
+    config.max_handshakes = config.max_connections + 1;
+    invalid(&config, "max_handshakes");
+    config.max_handshakes = 0;
+    invalid(&config, "max_handshakes");
+    // Keep-alive off is allowed.
+    with(&|t| t.keep_alive = None)
+        .validate()
+        .expect("keep-alive off");
+}
+
+#[compio::test]
+async fn bind_refuses_an_invalid_setting_and_a_taken_port() {
+    let mut config = Quic::listener_config();
+    config.tuning.initial_mtu = 1000;
+    let err = bus_quic::QuicListener::bind(&config, bus_tests::transport::Tls::server_tls())
+        .expect_err("invalid");
+    assert!(err.to_string().contains("initial_mtu"), "{err}");
+    let first = Quic::listen_with(&Quic::listener_config());
+    let addr = first.local_addr().expect("addr");
+    let config = QuicListenerConfig::new(addr);
+    let err = bus_quic::QuicListener::bind(&config, bus_tests::transport::Tls::server_tls())
+        .expect_err("port taken");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[test]
+fn the_config_file_section_converts_into_valid_settings() {
+    let config = bus::config::Config::from_toml_str(
+        "[quic]\nmax_idle_timeout = \"20 s\"\nkeep_alive = \"off\"\ninitial_mtu = 1400\n\
+         udp_receive_buffer = \"8 MiB\"\nmax_connections = 50\nmax_handshakes = 5",
+    )
+    .expect("valid");
+    let quic = config.quic_listener_config();
+    quic.validate().expect("converted settings are valid");
+    assert_eq!(quic.tuning.max_idle_timeout, Duration::from_secs(20));
+    assert_eq!(quic.tuning.keep_alive, None);
+    assert_eq!(quic.tuning.initial_mtu, 1400);
+    assert_eq!(quic.tuning.udp_receive_buffer, 8 << 20);
+    assert_eq!(quic.tuning.stream_receive_window, 8 << 20);
+    assert_eq!((quic.max_connections, quic.max_handshakes), (50, 5));
+}
+
+fn server_identity(client: &QuicClient) -> String {
+    let chain = client.connection().peer_identity().expect("server chain");
+    bus_tls::identity_of(chain.first().expect("leaf")).expect("identity")
+}
+
+#[compio::test]
+async fn reload_serves_the_new_certificate_to_new_connections_only() {
+    let tls = bus_tests::transport::Tls::server_tls();
+    let listener =
+        bus_quic::QuicListener::bind(&Quic::listener_config(), tls.clone()).expect("bind");
+    let node = start_on(listener, test_config());
+    let (mut before, _) = scenarios::connect::<Quic>(&node).await;
+    assert!(server_identity(&before).starts_with("CN=bus-test-server,"));
+    let b = &pki().server_b;
+    tls.reload_with(&bus_tls::TlsServerConfig::new(
+        bus_tls::CertificateSource::Files {
+            cert: b.cert.clone(),
+            key: b.key.clone(),
+        },
+    ))
+    .expect("reload");
+    let (mut after, _) = scenarios::connect::<Quic>(&node).await;
+    assert!(server_identity(&after).starts_with("CN=bus-test-server-b,"));
+    echo(&mut before, 1, 10).await;
+    echo(&mut after, 2, 10).await;
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn mutual_tls_identity_is_visible_to_the_handler() {
+    let mut tls = bus_tls::TlsServerConfig::new(bus_tls::CertificateSource::Files {
+        cert: pki().server.cert.clone(),
+        key: pki().server.key.clone(),
+    });
+    tls.client_ca = Some(pki().ca.clone());
+    let tls = bus_tls::ServerTls::new(&tls).expect("server TLS");
+    let listener = bus_quic::QuicListener::bind(&Quic::listener_config(), tls).expect("bind");
+    let node = start_on(listener, test_config());
+    // Without a certificate: refused.
+    let refused = within(
+        "connect without a certificate",
+        Quic::client().connect_raw(node.addr),
+    )
+    .await;
+    if let Ok((connection, mut send, _recv)) = refused {
+        // TLS 1.3 lets the client finish first; the server's refusal follows.
+        let _ = send
+            .write_all_chunks(&mut [bus_quic::opening_ping().as_bytes().to_vec().into()])
+            .await;
+        let closed = within("refusal", connection.closed()).await;
+        assert!(
+            !matches!(closed, ConnectionError::LocallyClosed),
+            "{closed:?}"
+        );
+    }
+    let mut config = Quic::client_config();
+    config.client_cert = Some((pki().client.cert.clone(), pki().client.key.clone()));
+    let client = bus_quic::ClientQuic::new(&config).expect("client");
+    let mut client = QuicClient::connect(&client, node.addr).await;
+    let (_, info) = node.events.connected_info().await;
+    assert_eq!(
+        info.identity.as_deref(),
+        Some("CN=alice, DNS=alice.clients.test")
+    );
+    echo(&mut client, 1, 10).await;
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn zero_rtt_is_never_accepted() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    // A client that would use 0-RTT if the server's tickets allowed it.
+    let mut rustls = rustls_client(&[bus_tls::ALPN_BUS]);
+    rustls.enable_early_data = true;
+    let crypto = bus_quic::compio_quic::crypto::rustls::QuicClientConfig::try_from(rustls)
+        .expect("QUIC-capable rustls config");
+    let config = bus_quic::compio_quic::ClientConfig::new(std::sync::Arc::new(crypto));
+    let endpoint = bus_quic::compio_quic::Endpoint::client("127.0.0.1:0")
+        .await
+        .expect("client endpoint");
+    // A full handshake first, so the client holds the server's ticket (it
+    // arrives before the Pong).
+    let connection = within(
+        "first handshake",
+        endpoint
+            .connect(node.addr, SERVER_NAME, Some(config.clone()))
+            .expect("connect"),
+    )
+    .await
+    .expect("handshake");
+    let (send, recv) = within("open", connection.open_bi_wait())
+        .await
+        .expect("stream");
+    let mut first = QuicClient::new(connection, send, recv);
+    first.send(&bus_quic::opening_ping()).await;
+    assert_eq!(first.recv_frame().await.header().command(), Command::Pong);
+    // Resuming: the ticket does not allow early data, so there is no 0-RTT.
+    let connecting = endpoint
+        .connect(node.addr, SERVER_NAME, Some(config))
+        .expect("connect");
+    let Err(connecting) = connecting.into_0rtt() else {
+        panic!("the server's ticket allowed 0-RTT")
+    };
+    let resumed = within("1-RTT handshake", connecting)
+        .await
+        .expect("a 1-RTT handshake still works");
+    let (send, recv) = within("open", resumed.open_bi_wait())
+        .await
+        .expect("stream");
+    let mut second = QuicClient::new(resumed, send, recv);
+    second.send(&bus_quic::opening_ping()).await;
+    assert_eq!(second.recv_frame().await.header().command(), Command::Pong);
+    scenarios::stop(&node).await;
+}
