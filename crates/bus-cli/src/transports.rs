@@ -40,6 +40,9 @@ pub const fn is_available(kind: TransportKind) -> bool {
     match kind {
         TransportKind::Tcp => cfg!(feature = "tcp"),
         TransportKind::Tls => cfg!(feature = "tls"),
+        TransportKind::Ws => cfg!(feature = "ws"),
+        TransportKind::Wss => cfg!(feature = "wss"),
+        TransportKind::Quic => cfg!(feature = "quic"),
         _ => false,
     }
 }
@@ -127,6 +130,41 @@ pub fn serve(
             bus.serve(listener)?;
             Ok(bound)
         }
+        #[cfg(feature = "ws")]
+        TransportKind::Ws => {
+            use bus_core::transport::Listener;
+            let listener = bus_ws::WsListener::bind(&config.ws_listener_config())
+                .map_err(|e| bind_error(error_cause(&e)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| bind_error(e.to_string()))?;
+            bus.serve(listener)?;
+            Ok(bound)
+        }
+        #[cfg(feature = "wss")]
+        TransportKind::Wss => {
+            use bus_core::transport::Listener;
+            let tls = certs.wss_tls()?;
+            let listener = bus_ws::WsListener::bind_tls(&config.wss_listener_config(), tls)
+                .map_err(|e| bind_error(error_cause(&e)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| bind_error(e.to_string()))?;
+            bus.serve(listener)?;
+            Ok(bound)
+        }
+        #[cfg(feature = "quic")]
+        TransportKind::Quic => {
+            use bus_core::transport::Listener;
+            let tls = certs.server_tls()?;
+            let listener = bus_quic::QuicListener::bind(&config.quic_listener_config(), tls)
+                .map_err(|e| bind_error(error_cause(&e)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| bind_error(e.to_string()))?;
+            bus.serve(listener)?;
+            Ok(bound)
+        }
         other => Err(Error::TransportNotAvailable {
             transport: other,
             how: format!("{other}.enabled"),
@@ -139,8 +177,12 @@ pub fn serve(
 /// reloaded on SIGHUP.
 #[derive(Debug, Default)]
 pub struct Certificates {
+    /// ALPN `bus.v1`: TLS and QUIC.
     #[cfg(feature = "tls")]
     server: Option<bus_tls::ServerTls>,
+    /// The same certificate with ALPN `http/1.1`: WSS (spec §7).
+    #[cfg(feature = "wss")]
+    wss: Option<bus_tls::ServerTls>,
 }
 
 impl Certificates {
@@ -148,16 +190,30 @@ impl Certificates {
     pub fn load(config: &Config, data_dir: &std::path::Path) -> Result<Self, Error> {
         #[cfg(feature = "tls")]
         {
-            let needed = [TransportKind::Tls, TransportKind::Wss, TransportKind::Quic]
-                .into_iter()
-                .any(|kind| is_available(kind) && is_enabled(config, kind));
-            let server = if needed {
-                let settings = config.tls_server_config(data_dir);
-                Some(bus_tls::ServerTls::new(&settings).map_err(|e| Error::Tls(e.to_string()))?)
+            let wanted = |kinds: &[TransportKind]| {
+                kinds
+                    .iter()
+                    .any(|&kind| is_available(kind) && is_enabled(config, kind))
+            };
+            let load = |settings: bus_tls::TlsServerConfig| {
+                bus_tls::ServerTls::new(&settings).map_err(|e| Error::Tls(e.to_string()))
+            };
+            let server = if wanted(&[TransportKind::Tls, TransportKind::Quic]) {
+                Some(load(config.tls_server_config(data_dir))?)
             } else {
                 None
             };
-            Ok(Self { server })
+            #[cfg(feature = "wss")]
+            let wss = if wanted(&[TransportKind::Wss]) {
+                Some(load(config.wss_server_config(data_dir))?)
+            } else {
+                None
+            };
+            Ok(Self {
+                server,
+                #[cfg(feature = "wss")]
+                wss,
+            })
         }
         #[cfg(not(feature = "tls"))]
         {
@@ -174,12 +230,23 @@ impl Certificates {
             .ok_or_else(|| Error::Tls("no certificate was loaded".into()))
     }
 
+    /// The WSS TLS state (ALPN `http/1.1`).
+    #[cfg(feature = "wss")]
+    pub fn wss_tls(&self) -> Result<bus_tls::ServerTls, Error> {
+        self.wss
+            .clone()
+            .ok_or_else(|| Error::Tls("no certificate was loaded".into()))
+    }
+
     /// The certificate file served (what clients of a self-signed
     /// certificate trust), and whether this start generated it.
     pub fn served(&self) -> Option<(std::path::PathBuf, bool)> {
         #[cfg(feature = "tls")]
         {
-            self.server.as_ref().map(|tls| {
+            let any = self.server.as_ref();
+            #[cfg(feature = "wss")]
+            let any = any.or(self.wss.as_ref());
+            any.map(|tls| {
                 let served = tls.served();
                 (served.cert, served.generated)
             })
@@ -191,12 +258,18 @@ impl Certificates {
     /// Re-reads the certificate files for new handshakes; on error the
     /// current certificate stays. `Ok(false)` when nothing is loaded.
     pub fn reload(&self) -> Result<bool, Error> {
+        let mut reloaded = false;
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.server {
             tls.reload().map_err(|e| Error::Tls(e.to_string()))?;
-            return Ok(true);
+            reloaded = true;
         }
-        Ok(false)
+        #[cfg(feature = "wss")]
+        if let Some(tls) = &self.wss {
+            tls.reload().map_err(|e| Error::Tls(e.to_string()))?;
+            reloaded = true;
+        }
+        Ok(reloaded)
     }
 }
 

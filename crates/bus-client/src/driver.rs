@@ -42,6 +42,12 @@ pub(crate) enum Dialed {
     /// TCP, TLS handshake pending.
     #[cfg(feature = "tls")]
     Tls(bus_tls::TlsOutgoing),
+    /// TCP, WebSocket upgrade (and for `wss://` the TLS handshake) pending.
+    #[cfg(feature = "ws")]
+    Ws(bus_ws::WsConnection),
+    /// A QUIC connection whose stream is already open.
+    #[cfg(feature = "quic")]
+    Quic(Box<Opened<bus_quic::QuicReader, bus_quic::QuicWriter>>),
 }
 
 /// Dials the endpoint with the transport its scheme names.
@@ -52,6 +58,12 @@ async fn dial(inner: &Inner) -> Result<Dialed, ClientError> {
         Scheme::Tcp => dial_tcp(inner).await.map(Dialed::Tcp),
         #[cfg(feature = "tls")]
         Scheme::Tls => dial_tls(inner).await.map(Dialed::Tls),
+        #[cfg(feature = "ws")]
+        Scheme::Ws => dial_ws(inner, false).await.map(Dialed::Ws),
+        #[cfg(feature = "wss")]
+        Scheme::Wss => dial_ws(inner, true).await.map(Dialed::Ws),
+        #[cfg(feature = "quic")]
+        Scheme::Quic => dial_quic(inner).await.map(|o| Dialed::Quic(Box::new(o))),
         #[allow(
             unreachable_patterns,
             reason = "reachable in builds without some transport features"
@@ -128,19 +140,7 @@ async fn dial_tls(inner: &Inner) -> Result<bus_tls::TlsOutgoing, ClientError> {
         kind,
         message,
     };
-    let Some(ca_file) = &options.ca_file else {
-        return Err(connect_error(
-            io::ErrorKind::InvalidInput,
-            "tls:// needs a CA file to trust (ClientOptions::ca_file; for a development \
-             node, the cert.pem that `bus serve` prints)"
-                .into(),
-        ));
-    };
-    let server_name = options
-        .server_name
-        .clone()
-        .unwrap_or_else(|| inner.endpoint.host.clone());
-    let mut config = bus_tls::TlsClientConfig::new(ca_file, server_name);
+    let mut config = bus_tls::TlsClientConfig::new(ca_file(inner)?, server_name(inner));
     config.tcp.connect_timeout = options.connect_timeout;
     config.handshake_timeout = options.handshake_timeout;
     let tls = bus_tls::ClientTls::new(&config)
@@ -161,6 +161,166 @@ async fn dial_tls(inner: &Inner) -> Result<bus_tls::TlsOutgoing, ClientError> {
     Err(connect_error(kind, err.to_string()))
 }
 
+/// The CA file a TLS-based scheme trusts, or an error saying how to set it.
+#[cfg(feature = "tls")]
+fn ca_file(inner: &Inner) -> Result<&std::path::Path, ClientError> {
+    inner
+        .options
+        .ca_file
+        .as_deref()
+        .ok_or_else(|| ClientError::Connect {
+            url: inner.endpoint.to_string(),
+            kind: io::ErrorKind::InvalidInput,
+            message: format!(
+                "{}:// needs a CA file to trust (ClientOptions::ca_file; for a development \
+             node, the cert.pem that `bus serve` prints)",
+                inner.endpoint.scheme.as_str()
+            ),
+        })
+}
+
+/// The name the server's certificate must carry: `server_name`, else the
+/// URL's host.
+#[cfg(feature = "tls")]
+fn server_name(inner: &Inner) -> String {
+    inner
+        .options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| inner.endpoint.host.clone())
+}
+
+/// Dials TCP for a WebSocket session on the URL's path (`wss`: TLS 1.3
+/// with ALPN `http/1.1` first). The handshakes run in `establish`.
+#[cfg(feature = "ws")]
+async fn dial_ws(inner: &Inner, secure: bool) -> Result<bus_ws::WsConnection, ClientError> {
+    let options = &inner.options;
+    let connect_error = |kind: io::ErrorKind, message: String| ClientError::Connect {
+        url: inner.endpoint.to_string(),
+        kind,
+        message,
+    };
+    let mut config = bus_ws::WsConnectorConfig::default();
+    config.tcp.connect_timeout = options.connect_timeout;
+    config.path.clone_from(&inner.endpoint.path);
+    config.host = Some(format!("{}:{}", inner.endpoint.host, inner.endpoint.port));
+    config.limits.max_frame_size_bytes = options.max_message_size_bytes;
+    #[cfg(feature = "wss")]
+    let tls = if secure {
+        let mut tls = bus_tls::TlsClientConfig::new(ca_file(inner)?, server_name(inner));
+        tls.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
+        tls.handshake_timeout = options.handshake_timeout;
+        Some(
+            bus_tls::ClientTls::new(&tls)
+                .map_err(|err| connect_error(io::ErrorKind::InvalidInput, err.to_string()))?,
+        )
+    } else {
+        None
+    };
+    #[cfg(not(feature = "wss"))]
+    let _ = secure;
+    let mut last = None;
+    for addr in resolve(inner).await? {
+        #[cfg(feature = "wss")]
+        let dialed = match &tls {
+            Some(tls) => bus_ws::connect_tls(addr, &config, tls).await,
+            None => bus_ws::connect(addr, &config).await,
+        };
+        #[cfg(not(feature = "wss"))]
+        let dialed = bus_ws::connect(addr, &config).await;
+        match dialed {
+            Ok(connection) => return Ok(connection),
+            Err(err) => last = Some(err),
+        }
+    }
+    let err = last.expect("resolve returns at least one address");
+    Err(connect_error(io_kind(&err), err.to_string()))
+}
+
+/// The `io::ErrorKind` at the bottom of an error chain, if any.
+#[cfg(any(feature = "ws", feature = "quic"))]
+fn io_kind(err: &(dyn std::error::Error + 'static)) -> io::ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return io.kind();
+        }
+        cause = e.source();
+    }
+    io::ErrorKind::Other
+}
+
+/// A connection whose transport handshake already ran (QUIC opens its
+/// stream with a `Ping` while connecting); `establish` hands the halves
+/// over.
+#[cfg(feature = "quic")]
+pub(crate) struct Opened<R, W> {
+    reader: R,
+    writer: W,
+    info: bus_core::ConnectionInfo,
+}
+
+#[cfg(feature = "quic")]
+impl<R: bus_core::transport::FrameReader, W: bus_core::transport::FrameWriter> Connection
+    for Opened<R, W>
+{
+    type Reader = R;
+    type Writer = W;
+
+    fn transport(&self) -> bus_core::TransportKind {
+        self.info.transport
+    }
+
+    fn peer_addr(&self) -> std::net::SocketAddr {
+        self.info.peer_addr
+    }
+
+    async fn establish(
+        self,
+        _limits: DecodeLimits,
+        _read_buffer_bytes: usize,
+    ) -> Result<(R, W, bus_core::ConnectionInfo), bus_core::Error> {
+        Ok((self.reader, self.writer, self.info))
+    }
+}
+
+/// Connects QUIC (TLS 1.3, ALPN `bus.v1`) and opens the bus stream, all
+/// within the connect timeout.
+#[cfg(feature = "quic")]
+async fn dial_quic(
+    inner: &Inner,
+) -> Result<Opened<bus_quic::QuicReader, bus_quic::QuicWriter>, ClientError> {
+    let options = &inner.options;
+    let connect_error = |kind: io::ErrorKind, message: String| ClientError::Connect {
+        url: inner.endpoint.to_string(),
+        kind,
+        message,
+    };
+    let mut config = bus_quic::QuicClientConfig::new(ca_file(inner)?, server_name(inner));
+    config.connect_timeout = options.connect_timeout + options.handshake_timeout;
+    let quic = bus_quic::ClientQuic::new(&config)
+        .map_err(|err| connect_error(io::ErrorKind::InvalidInput, err.to_string()))?;
+    let limits = DecodeLimits {
+        max_message_size_bytes: options.max_message_size_bytes,
+        require_sealed: false,
+    };
+    let mut last = None;
+    for addr in resolve(inner).await? {
+        match quic.connect(addr, limits, options.read_buffer_bytes).await {
+            Ok((reader, writer, info)) => {
+                return Ok(Opened {
+                    reader,
+                    writer,
+                    info,
+                });
+            }
+            Err(err) => last = Some(err),
+        }
+    }
+    let err = last.expect("resolve returns at least one address");
+    Err(connect_error(io_kind(&err), err.to_string()))
+}
+
 /// Runs a dialed connection until it ends.
 async fn run_dialed(inner: &Inner, dialed: Dialed) -> Result<ClientError, ClientError> {
     match dialed {
@@ -168,6 +328,10 @@ async fn run_dialed(inner: &Inner, dialed: Dialed) -> Result<ClientError, Client
         Dialed::Tcp(connection) => run_session(inner, connection).await,
         #[cfg(feature = "tls")]
         Dialed::Tls(connection) => run_session(inner, connection).await,
+        #[cfg(feature = "ws")]
+        Dialed::Ws(connection) => run_session(inner, connection).await,
+        #[cfg(feature = "quic")]
+        Dialed::Quic(opened) => run_session(inner, *opened).await,
     }
 }
 

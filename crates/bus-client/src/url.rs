@@ -62,7 +62,9 @@ impl Scheme {
         match self {
             Self::Tcp => cfg!(feature = "tcp"),
             Self::Tls => cfg!(feature = "tls"),
-            Self::Ws | Self::Wss | Self::Quic => false,
+            Self::Ws => cfg!(feature = "ws"),
+            Self::Wss => cfg!(feature = "wss"),
+            Self::Quic => cfg!(feature = "quic"),
         }
     }
 

@@ -124,8 +124,12 @@ impl Config {
             usize::try_from(section.read_buffer.bytes()).unwrap_or(usize::MAX);
         config.limits.write_buffer_bytes =
             usize::try_from(section.write_buffer.bytes()).unwrap_or(usize::MAX);
-        config.limits.max_frame_size_bytes =
-            u32::try_from(section.max_frame_size.bytes()).unwrap_or(u32::MAX);
+        config.limits.max_frame_size_bytes = u32::try_from(
+            section
+                .effective_max_frame_size(self.bus.max_message_size)
+                .bytes(),
+        )
+        .unwrap_or(u32::MAX);
         config
     }
 

@@ -76,7 +76,8 @@ mod validate;
 
 pub use error::Error;
 pub use schema::{
-    AdminSection, BusSection, Config, LogLevel, LogSection, PeerSection, Placement, QuicSection,
-    ReplicasSection, ShardsSection, SlowConsumer, TcpSection, TlsSection, WsSection,
+    AdminSection, BusSection, Config, DEFAULT_WS_MAX_FRAME_SIZE, LogLevel, LogSection, PeerSection,
+    Placement, QuicSection, ReplicasSection, ShardsSection, SlowConsumer, TcpSection, TlsSection,
+    WsSection,
 };
 pub use units::{ByteSize, format_duration, parse_duration, parse_optional_duration};

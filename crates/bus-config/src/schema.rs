@@ -153,8 +153,27 @@ pub struct WsSection {
     pub read_buffer: ByteSize,
     /// Write buffer of each connection.
     pub write_buffer: ByteSize,
-    /// Largest WebSocket frame; at most `bus.max_message_size`.
-    pub max_frame_size: ByteSize,
+    /// Largest WebSocket frame; at most `bus.max_message_size`. Unset:
+    /// see [`WsSection::effective_max_frame_size`].
+    #[serde(default)]
+    pub max_frame_size: Option<ByteSize>,
+}
+
+/// The WebSocket frame limit when `max_frame_size` is not set, unless
+/// `bus.max_message_size` is smaller.
+pub const DEFAULT_WS_MAX_FRAME_SIZE: ByteSize = ByteSize::mib(16);
+
+impl WsSection {
+    /// The WebSocket frame limit in effect: `max_frame_size` when set, else
+    /// [`DEFAULT_WS_MAX_FRAME_SIZE`] capped at `max_message_size`, so that
+    /// lowering `bus.max_message_size` never needs a second edit.
+    pub fn effective_max_frame_size(&self, max_message_size: ByteSize) -> ByteSize {
+        self.max_frame_size.unwrap_or(ByteSize(
+            DEFAULT_WS_MAX_FRAME_SIZE
+                .bytes()
+                .min(max_message_size.bytes()),
+        ))
+    }
 }
 
 /// `[quic]`: the QUIC endpoint (spec §7).

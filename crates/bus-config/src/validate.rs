@@ -171,10 +171,14 @@ impl Config {
         } else {
             (*MAX_MESSAGE_SIZE.end(), "the largest bus.max_message_size")
         };
+        let Some(frame) = ws.max_frame_size else {
+            // Unset: derived within the range (`effective_max_frame_size`).
+            return Ok(());
+        };
         check(
-            (MIN_WS_FRAME_SIZE..=max).contains(&ws.max_frame_size),
+            (MIN_WS_FRAME_SIZE..=max).contains(&frame),
             format!("{section}.max_frame_size"),
-            ws.max_frame_size,
+            frame,
             format!("{MIN_WS_FRAME_SIZE} ..= {max_name} ({max})"),
         )
     }

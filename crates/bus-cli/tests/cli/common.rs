@@ -37,9 +37,17 @@ impl ServeProcess {
     /// `listening` line.
     pub(crate) fn start(args: &[&str]) -> Self {
         let data_dir = bus_tests::pki::unique_dir("serve-data");
+        // Transports the test does not ask for are off: the defaults would
+        // bind fixed ports that parallel tests share.
+        let off: Vec<&str> = ["--tls", "--ws", "--wss", "--quic"]
+            .into_iter()
+            .filter(|flag| !args.contains(flag))
+            .flat_map(|flag| [flag, "off"])
+            .collect();
         let mut child = Command::new(BUS)
             .arg("serve")
             .args(args)
+            .args(&off)
             .arg("--data-dir")
             .arg(&data_dir)
             .env_remove("RUST_LOG")
@@ -190,6 +198,10 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 pub(crate) fn loopback_config() -> Config {
     let mut config = Config::embedded_defaults();
     config.tcp.listen = "127.0.0.1:0".parse().expect("addr");
+    config.tls.enabled = false;
+    config.ws.enabled = false;
+    config.wss.enabled = false;
+    config.quic.enabled = false;
     config.shards.count = 1;
     config
 }

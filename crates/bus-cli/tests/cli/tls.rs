@@ -125,3 +125,61 @@ async fn sighup_reloads_the_certificate_files() {
     node.signal(libc::SIGTERM);
     assert!(node.wait_exit(Duration::from_secs(8) + STEP).success());
 }
+
+/// The node on all five transports: each answers Echo, and a Broadcast
+/// from any of them reaches a client on every transport.
+#[compio::test]
+async fn serve_answers_echo_and_broadcast_over_every_transport() {
+    let mut node = ServeProcess::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--tls",
+        "127.0.0.1:0",
+        "--ws",
+        "127.0.0.1:0",
+        "--wss",
+        "127.0.0.1:0",
+        "--quic",
+        "127.0.0.1:0",
+    ]);
+    let cert = node.data_dir.join("tls").join("cert.pem");
+    let mut clients = Vec::new();
+    for scheme in ["tcp", "tls", "ws", "wss", "quic"] {
+        let url = format!("{scheme}://{}", node.addrs[scheme]);
+        let client = within(scheme, Client::connect(&url, tls_options(&cert)))
+            .await
+            .unwrap_or_else(|err| panic!("{url}: {err}"));
+        let body = format!("echo over {scheme}");
+        let reply = within(
+            scheme,
+            client.request(FrameMut::with_body(Command::from_u8(ECHO), body.as_bytes())),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"));
+        assert_eq!(reply.header().command_raw(), ECHO_REPLY, "{scheme}");
+        assert_eq!(reply.body(), body.as_bytes(), "{scheme}");
+        assert!(reply.header().is_sealed(), "{scheme}");
+        clients.push((scheme, client));
+    }
+    let (_, sender) = &clients[4];
+    let ack = within(
+        "broadcast from quic",
+        sender.request(FrameMut::with_body(
+            Command::from_u8(BROADCAST),
+            b"to all five",
+        )),
+    )
+    .await
+    .expect("ack");
+    assert_eq!(broadcast_ack_count(&ack), 5);
+    for (scheme, client) in &clients {
+        let delivery = within(scheme, client.recv()).await.expect("delivery");
+        assert_eq!(delivery.header().command_raw(), DELIVERY, "{scheme}");
+        assert_eq!(delivery.body(), b"to all five", "{scheme}");
+    }
+    for (_, client) in clients {
+        client.close().await;
+    }
+    node.signal(libc::SIGTERM);
+    assert!(node.wait_exit(Duration::from_secs(8) + STEP).success());
+}

@@ -168,7 +168,7 @@ fn tls_enabled_without_certificate_needs_self_signed() {
 #[test]
 fn wss_enabled_without_certificate_needs_self_signed() {
     let message = invalid(
-        "[tls]\nself_signed = false\n[wss]\nenabled = true",
+        "[tls]\nenabled = false\nself_signed = false\n[quic]\nenabled = false\n[wss]\nenabled = true",
         "tls.self_signed",
     );
     assert!(message.contains("wss.enabled"), "{message}");
@@ -228,9 +228,27 @@ fn ws_max_frame_size_above_max_message_size() {
 }
 
 #[test]
+fn unset_ws_frame_size_follows_a_lower_max_message_size() {
+    let config = Config::from_toml_str("[bus]\nmax_message_size = \"1 MiB\"").unwrap();
+    assert_eq!(
+        config
+            .ws
+            .effective_max_frame_size(config.bus.max_message_size),
+        bus_config::ByteSize::mib(1)
+    );
+    let config = Config::embedded_defaults();
+    assert_eq!(
+        config
+            .wss
+            .effective_max_frame_size(config.bus.max_message_size),
+        bus_config::ByteSize::mib(16)
+    );
+}
+
+#[test]
 fn wss_max_frame_size_above_max_message_size() {
     invalid(
-        "[bus]\nmax_message_size = \"1 MiB\"\n[wss]\nenabled = true",
+        "[bus]\nmax_message_size = \"1 MiB\"\n[wss]\nenabled = true\nmax_frame_size = \"2 MiB\"",
         "wss.max_frame_size",
     );
 }
@@ -352,7 +370,7 @@ fn quic_max_handshakes_above_max_connections() {
 #[test]
 fn quic_enabled_without_certificate_needs_self_signed() {
     let message = invalid(
-        "[tls]\nself_signed = false\n[quic]\nenabled = true",
+        "[tls]\nenabled = false\nself_signed = false\n[wss]\nenabled = false\n[quic]\nenabled = true",
         "tls.self_signed",
     );
     assert!(message.contains("quic.enabled"), "{message}");
@@ -418,7 +436,7 @@ fn replicas_cluster_not_a_number() {
 #[test]
 fn replicas_tls_without_certificate_needs_self_signed() {
     let message = invalid(
-        "[tls]\nself_signed = false\n[replicas]\nenabled = true\ntls = true\npsk_file = \"psk\"",
+        "[tls]\nenabled = false\nself_signed = false\n[quic]\nenabled = false\n[wss]\nenabled = false\n[replicas]\nenabled = true\ntls = true\npsk_file = \"psk\"",
         "tls.self_signed",
     );
     assert!(message.contains("replicas.tls"), "{message}");
@@ -445,7 +463,7 @@ fn wildcard_listener_overlaps_a_specific_one() {
 
 #[test]
 fn disabled_listeners_and_port_zero_may_share() {
-    Config::from_toml_str("[tls]\nlisten = \"127.0.0.1:7070\"").unwrap();
+    Config::from_toml_str("[tls]\nenabled = false\nlisten = \"127.0.0.1:7070\"").unwrap();
     Config::from_toml_str(
         "[tcp]\nlisten = \"127.0.0.1:0\"\n[ws]\nenabled = true\nlisten = \"127.0.0.1:0\"",
     )

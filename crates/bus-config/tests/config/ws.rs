@@ -80,7 +80,10 @@ fn size_chain_is_checked_again_at_run_time() {
     // A disabled section is held only to the absolute bounds in the file,
     // so it may exceed the bus limit; the runtime check refuses it before
     // a listener could serve with it.
-    let config = Config::from_toml_str("[bus]\nmax_message_size = \"1 MiB\"").unwrap();
+    let config = Config::from_toml_str(
+        "[bus]\nmax_message_size = \"1 MiB\"\n[ws]\nenabled = false\nmax_frame_size = \"2 MiB\"",
+    )
+    .unwrap();
     let max_message = config.bus_config(0).max_message_size_bytes;
     let err = config
         .ws_listener_config()
