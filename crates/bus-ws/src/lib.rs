@@ -69,5 +69,5 @@ pub use connector::connect;
 #[cfg(feature = "wss")]
 pub use connector::connect_tls;
 pub use error::WsError;
-pub use listener::WsListener;
+pub use listener::{WsAcceptor, WsListener};
 pub use stream::{WsConnection, WsReader, WsWriter};
