@@ -326,28 +326,33 @@ fn respond(head: &str, context: &Context) -> Response {
     response
 }
 
+/// `/demo/config.json`: `{"ws": null}` when the node has no WS listener.
 #[derive(Serialize)]
 struct DemoConfig<'a> {
-    /// The WS listener's host for a URL (`[::1]` bracketed), or `null` when
-    /// it listens on every address: the page then uses its own host.
-    ws_host: Option<String>,
-    /// `null` when the node has no WS listener.
-    ws_port: Option<u16>,
-    ws_path: Option<&'a str>,
+    ws: Option<DemoWs<'a>>,
+}
+
+#[derive(Serialize)]
+struct DemoWs<'a> {
+    /// The listener's host for a URL (`[::1]` bracketed), or `null` when it
+    /// listens on every address: the page then uses its own host.
+    host: Option<String>,
+    port: u16,
+    path: &'a str,
 }
 
 /// Renders `/demo/config.json`.
 fn render_demo_config(demo: Option<&DemoTarget>) -> String {
     let config = DemoConfig {
-        ws_host: demo
-            .map(|d| d.addr.ip())
-            .filter(|ip| !ip.is_unspecified())
-            .map(|ip| match ip {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("[{v6}]"),
-            }),
-        ws_port: demo.map(|d| d.addr.port()),
-        ws_path: demo.map(|d| d.path.as_str()),
+        ws: demo.map(|d| DemoWs {
+            host: match d.addr.ip() {
+                ip if ip.is_unspecified() => None,
+                IpAddr::V4(v4) => Some(v4.to_string()),
+                IpAddr::V6(v6) => Some(format!("[{v6}]")),
+            },
+            port: d.addr.port(),
+            path: &d.path,
+        }),
     };
     let mut json =
         serde_json::to_string(&config).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
@@ -625,7 +630,7 @@ mod tests {
         assert_eq!(config.content_type, "application/json");
         assert_eq!(
             config.body,
-            "{\"ws_host\":\"127.0.0.1\",\"ws_port\":7072,\"ws_path\":\"/bus\"}\n"
+            "{\"ws\":{\"host\":\"127.0.0.1\",\"port\":7072,\"path\":\"/bus\"}}\n"
         );
     }
 
@@ -634,14 +639,14 @@ mod tests {
         let v6 = DemoTarget::new("[::1]:9".parse().expect("addr"), "/x");
         assert_eq!(
             render_demo_config(Some(&v6)),
-            "{\"ws_host\":\"[::1]\",\"ws_port\":9,\"ws_path\":\"/x\"}\n"
+            "{\"ws\":{\"host\":\"[::1]\",\"port\":9,\"path\":\"/x\"}}\n"
         );
         let any = DemoTarget::new("0.0.0.0:9".parse().expect("addr"), "/bus");
-        assert!(render_demo_config(Some(&any)).starts_with("{\"ws_host\":null,\"ws_port\":9,"));
         assert_eq!(
-            render_demo_config(None),
-            "{\"ws_host\":null,\"ws_port\":null,\"ws_path\":null}\n"
+            render_demo_config(Some(&any)),
+            "{\"ws\":{\"host\":null,\"port\":9,\"path\":\"/bus\"}}\n"
         );
+        assert_eq!(render_demo_config(None), "{\"ws\":null}\n");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! on loopback with an ephemeral port; every wait is bounded.
 
 mod admin;
+mod browser;
 mod client;
 mod common;
+mod demo;
 mod serve;
 mod tls;
