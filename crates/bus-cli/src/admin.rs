@@ -6,6 +6,8 @@
 //! | `/healthz` | `200 ok` while serving, `503` once shutting down |
 //! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
 //! | `/connz`   | JSON: every connection with its metadata and counters |
+//! | `/`, `/demo` | the demo page: a chat over the node's WebSocket listener (`demo.html`) |
+//! | `/demo/config.json` | JSON: where the demo page finds the WebSocket listener |
 //!
 //! Only `GET` (and `HEAD`), one request per connection (`Connection:
 //! close`). Everything is bounded: the request head (8 KiB), the time to
@@ -14,9 +16,10 @@
 //! [`StatsSource`], so the multi-shard runtime plugs in by implementing it.
 
 use std::{
+    borrow::Cow,
     cell::Cell,
     fmt::Write as _,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     rc::Rc,
     time::{Duration, UNIX_EPOCH},
 };
@@ -40,6 +43,31 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// The demo page: one static HTML file with inline JavaScript that speaks
+/// `bus.v1` over the node's WebSocket listener (spec §1, §7, §8).
+pub const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Where the demo page connects: the node's plain WebSocket listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DemoTarget {
+    /// The WS listener's bound address. An unspecified IP (`0.0.0.0`,
+    /// `::`) makes the page use the host it was loaded from.
+    pub addr: SocketAddr,
+    /// The HTTP path of the upgrade request (`[ws] path`).
+    pub path: String,
+}
+
+impl DemoTarget {
+    /// The WS listener at `addr`, upgrading on `path`.
+    pub fn new(addr: SocketAddr, path: impl Into<String>) -> Self {
+        Self {
+            addr,
+            path: path.into(),
+        }
+    }
+}
 
 /// One shard's counters and connections, as the admin endpoint shows them.
 #[derive(Debug, Clone)]
@@ -84,6 +112,13 @@ pub struct NodeInfo {
     pub driver: String,
 }
 
+/// What one admin connection needs to answer.
+struct Context {
+    source: Rc<dyn StatsSource>,
+    info: NodeInfo,
+    demo: Option<DemoTarget>,
+}
+
 /// A running admin endpoint; dropping it stops accepting.
 #[derive(Debug)]
 pub struct AdminServer {
@@ -92,11 +127,18 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `listen` and serves on this thread's compio runtime.
+    /// Binds `listen` and serves on this thread's compio runtime. `demo`
+    /// is the WebSocket listener the demo page connects to; `None` when WS
+    /// is off (the page then says how to turn it on).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future before it resolves closes the
+    /// listener, if it was bound, and serves nothing.
     pub async fn start(
         source: Rc<dyn StatsSource>,
         listen: SocketAddr,
         info: NodeInfo,
+        demo: Option<DemoTarget>,
     ) -> Result<Self, Error> {
         let bind_error = |e: std::io::Error| Error::Bind {
             what: "admin".into(),
@@ -105,7 +147,8 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let accept = compio::runtime::spawn(accept_loop(listener, source, Rc::new(info)));
+        let context = Rc::new(Context { source, info, demo });
+        let accept = compio::runtime::spawn(accept_loop(listener, context));
         Ok(Self {
             addr,
             _accept: accept,
@@ -118,7 +161,7 @@ impl AdminServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, source: Rc<dyn StatsSource>, info: Rc<NodeInfo>) {
+async fn accept_loop(listener: TcpListener, context: Rc<Context>) {
     let live = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -134,19 +177,18 @@ async fn accept_loop(listener: TcpListener, source: Rc<dyn StatsSource>, info: R
         }
         live.set(live.get() + 1);
         let guard_live = live.clone();
-        let source = source.clone();
-        let info = info.clone();
+        let context = context.clone();
         compio::runtime::spawn(async move {
             let _done = scopeguard::guard(guard_live, |live| live.set(live.get() - 1));
-            serve_connection(stream, &*source, &info).await;
+            serve_connection(stream, &context).await;
         })
         .detach();
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, source: &dyn StatsSource, info: &NodeInfo) {
+async fn serve_connection(mut stream: TcpStream, context: &Context) {
     let response = match time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => respond(&head, source, info),
+        Ok(Ok(head)) => respond(&head, context),
         Ok(Err(response)) => response,
         Err(_) => Response::text(408, "Request Timeout", "request not received in time\n"),
     };
@@ -199,7 +241,7 @@ struct Response {
     status: u16,
     reason: &'static str,
     content_type: &'static str,
-    body: String,
+    body: Cow<'static, str>,
     head_only: bool,
 }
 
@@ -209,14 +251,24 @@ impl Response {
             status,
             reason,
             content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
+            body: Cow::Owned(body.to_owned()),
+            head_only: false,
+        }
+    }
+
+    fn with_body(content_type: &'static str, body: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status: 200,
+            reason: "OK",
+            content_type,
+            body: body.into(),
             head_only: false,
         }
     }
 
     fn into_bytes(self) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
             self.status,
             self.reason,
             self.content_type,
@@ -231,7 +283,8 @@ impl Response {
 }
 
 /// Routes one request head to its answer.
-fn respond(head: &str, source: &dyn StatsSource, info: &NodeInfo) -> Response {
+fn respond(head: &str, context: &Context) -> Response {
+    let source = &*context.source;
     let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
@@ -253,25 +306,58 @@ fn respond(head: &str, source: &dyn StatsSource, info: &NodeInfo) -> Response {
             Response::text(503, "Service Unavailable", "shutting down\n")
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
-        "/metrics" => {
-            let mut r = Response::text(200, "OK", &render_metrics(&source.shards(), info));
-            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            r
-        }
-        "/connz" => {
-            let mut r = Response::text(200, "OK", &render_connz(&source.shards()));
-            r.content_type = "application/json";
-            r
-        }
-        "/" => Response::text(
-            200,
-            "OK",
-            "bus admin endpoint\n  /healthz  liveness\n  /metrics  Prometheus metrics\n  /connz    connections (JSON)\n",
+        "/metrics" => Response::with_body(
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(&source.shards(), &context.info),
         ),
-        _ => Response::text(404, "Not Found", "try /healthz, /metrics or /connz\n"),
+        "/connz" => Response::with_body("application/json", render_connz(&source.shards())),
+        "/" | "/demo" => Response::with_body("text/html; charset=utf-8", DEMO_PAGE),
+        "/demo/config.json" => Response::with_body(
+            "application/json",
+            render_demo_config(context.demo.as_ref()),
+        ),
+        _ => Response::text(
+            404,
+            "Not Found",
+            "try / (demo page), /healthz, /metrics or /connz\n",
+        ),
     };
     response.head_only = head_only;
     response
+}
+
+/// `/demo/config.json`: `{"ws": null}` when the node has no WS listener.
+#[derive(Serialize)]
+struct DemoConfig<'a> {
+    ws: Option<DemoWs<'a>>,
+}
+
+#[derive(Serialize)]
+struct DemoWs<'a> {
+    /// The listener's host for a URL (`[::1]` bracketed), or `null` when it
+    /// listens on every address: the page then uses its own host.
+    host: Option<String>,
+    port: u16,
+    path: &'a str,
+}
+
+/// Renders `/demo/config.json`.
+fn render_demo_config(demo: Option<&DemoTarget>) -> String {
+    let config = DemoConfig {
+        ws: demo.map(|d| DemoWs {
+            host: match d.addr.ip() {
+                ip if ip.is_unspecified() => None,
+                IpAddr::V4(v4) => Some(v4.to_string()),
+                IpAddr::V6(v6) => Some(format!("[{v6}]")),
+            },
+            port: d.addr.port(),
+            path: &d.path,
+        }),
+    };
+    let mut json =
+        serde_json::to_string(&config).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    json.push('\n');
+    json
 }
 
 /// Every Goodbye reason with a counter slot, in code order.
@@ -518,14 +604,55 @@ mod tests {
         }
     }
 
+    fn context(demo: Option<DemoTarget>) -> Context {
+        Context {
+            source: Rc::new(Fixed(vec![ShardView {
+                shard: 0,
+                stats: BusStats::default(),
+                connections: Vec::new(),
+            }])),
+            info: info(),
+            demo,
+        }
+    }
+
+    #[test]
+    fn serves_the_demo_page_and_where_it_connects() {
+        let demo = DemoTarget::new("127.0.0.1:7072".parse().expect("addr"), "/bus");
+        let context = context(Some(demo));
+        for path in ["/", "/demo", "/?ws=ws://[::1]:1/bus"] {
+            let page = respond(&format!("GET {path} HTTP/1.1"), &context);
+            assert_eq!(page.status, 200, "{path}");
+            assert_eq!(page.content_type, "text/html; charset=utf-8");
+            assert_eq!(page.body, DEMO_PAGE);
+        }
+        let config = respond("GET /demo/config.json HTTP/1.1", &context);
+        assert_eq!(config.content_type, "application/json");
+        assert_eq!(
+            config.body,
+            "{\"ws\":{\"host\":\"127.0.0.1\",\"port\":7072,\"path\":\"/bus\"}}\n"
+        );
+    }
+
+    #[test]
+    fn demo_config_brackets_ipv6_and_leaves_wildcards_to_the_page() {
+        let v6 = DemoTarget::new("[::1]:9".parse().expect("addr"), "/x");
+        assert_eq!(
+            render_demo_config(Some(&v6)),
+            "{\"ws\":{\"host\":\"[::1]\",\"port\":9,\"path\":\"/x\"}}\n"
+        );
+        let any = DemoTarget::new("0.0.0.0:9".parse().expect("addr"), "/bus");
+        assert_eq!(
+            render_demo_config(Some(&any)),
+            "{\"ws\":{\"host\":null,\"port\":9,\"path\":\"/bus\"}}\n"
+        );
+        assert_eq!(render_demo_config(None), "{\"ws\":null}\n");
+    }
+
     #[test]
     fn routes_and_refuses() {
-        let source = Fixed(vec![ShardView {
-            shard: 0,
-            stats: BusStats::default(),
-            connections: Vec::new(),
-        }]);
-        let get = |line: &str| respond(line, &source, &info());
+        let context = context(None);
+        let get = |line: &str| respond(line, &context);
         assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
         assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
         assert_eq!(get("GET /connz HTTP/1.0").status, 200);

@@ -14,7 +14,7 @@ use bus_core::{Bus, ShutdownReport, TransportKind};
 
 use crate::{
     Error,
-    admin::{AdminServer, NodeInfo},
+    admin::{AdminServer, DemoTarget, NodeInfo},
     node, transports,
 };
 
@@ -91,7 +91,14 @@ impl Node {
             listening.push(Listening { transport, addr });
         }
         let admin = if config.admin.enabled {
-            Some(AdminServer::start(Rc::new(bus.clone()), config.admin.listen, info).await?)
+            // The demo page speaks plain WS: a browser would refuse the
+            // self-signed development certificate of WSS.
+            let demo = listening
+                .iter()
+                .find(|l| l.transport == TransportKind::Ws)
+                .map(|l| DemoTarget::new(l.addr, config.ws.path.clone()));
+            let source = Rc::new(bus.clone());
+            Some(AdminServer::start(source, config.admin.listen, info, demo).await?)
         } else {
             None
         };
