@@ -11,11 +11,20 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// The workspace root: the parent of this crate's directory.
+/// The workspace root: the parent of this crate's directory. `cargo run`
+/// (behind the `cargo xtask` alias) sets `CARGO_MANIFEST_DIR` for the
+/// process, which is preferred over the path compiled in: a target dir
+/// copied from another checkout would otherwise point the tasks there.
 pub(crate) fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one directory below the workspace root")
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        manifest_dir
+            .parent()
+            .expect("xtask lives one directory below the workspace root")
+            .to_path_buf()
+    })
 }
 
 /// Member directories from the root manifest's `[workspace] members`,
