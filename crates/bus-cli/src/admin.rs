@@ -10,20 +10,21 @@
 //! Only `GET` (and `HEAD`), one request per connection (`Connection:
 //! close`). Everything is bounded: the request head (8 KiB), the time to
 //! read it and to write the answer (5 s each), and the connections served
-//! at once (64; more are closed at once). It reads counters through
-//! [`StatsSource`], so the multi-shard runtime plugs in by implementing it.
+//! at once (64; more are closed at once). It reads every shard's counters
+//! and connections through [`StatsSource`], on a blocking helper thread
+//! (the shards answer within `bus_shard`'s `STATS_TIMEOUT`, 5 s).
 
 use std::{
     cell::Cell,
     fmt::Write as _,
     net::SocketAddr,
     rc::Rc,
+    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
-use bus_core::{
-    Bus, BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind,
-};
+use bus_core::{BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind};
+use bus_shard::ShardStats;
 use compio::{
     BufResult,
     io::{AsyncRead, AsyncWriteExt},
@@ -49,30 +50,43 @@ pub struct ShardView {
     pub shard: u16,
     /// Its bus counters.
     pub stats: BusStats,
+    /// Its shard-layer counters (inbox, forwarding, hand-overs), when it
+    /// runs under `bus-shard`.
+    pub layer: Option<ShardStats>,
     /// Its live connections.
     pub connections: Vec<ConnectionSnapshot>,
 }
 
-/// Where the admin endpoint reads the node's state from.
-pub trait StatsSource: 'static {
-    /// A view of every shard, now.
-    fn shards(&self) -> Vec<ShardView>;
-    /// Whether the node is shutting down.
-    fn is_shutting_down(&self) -> bool;
+impl ShardView {
+    /// The view of one shard of the shard layer.
+    pub fn new(stats: ShardStats, connections: Vec<ConnectionSnapshot>) -> Self {
+        Self {
+            shard: stats.shard,
+            stats: stats.bus,
+            layer: Some(stats),
+            connections,
+        }
+    }
+
+    /// The view of a bus that is not part of the shard layer.
+    pub fn of_bus(shard: u16, stats: BusStats, connections: Vec<ConnectionSnapshot>) -> Self {
+        Self {
+            shard,
+            stats,
+            layer: None,
+            connections,
+        }
+    }
 }
 
-impl StatsSource for Bus {
-    fn shards(&self) -> Vec<ShardView> {
-        vec![ShardView {
-            shard: self.shard(),
-            stats: self.stats(),
-            connections: self.connections(),
-        }]
-    }
-
-    fn is_shutting_down(&self) -> bool {
-        Bus::is_shutting_down(self)
-    }
+/// Where the admin endpoint reads the node's state from. Called on a
+/// blocking helper thread, so it may block (boundedly).
+pub trait StatsSource: Send + Sync + 'static {
+    /// A view of every shard, now; or why it could not be had (answered
+    /// with `503`).
+    fn shards(&self) -> Result<Vec<ShardView>, String>;
+    /// Whether the node is shutting down.
+    fn is_shutting_down(&self) -> bool;
 }
 
 /// Facts about the node shown in `bus_info`.
@@ -94,7 +108,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `listen` and serves on this thread's compio runtime.
     pub async fn start(
-        source: Rc<dyn StatsSource>,
+        source: Arc<dyn StatsSource>,
         listen: SocketAddr,
         info: NodeInfo,
     ) -> Result<Self, Error> {
@@ -105,7 +119,7 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let accept = compio::runtime::spawn(accept_loop(listener, source, Rc::new(info)));
+        let accept = compio::runtime::spawn(accept_loop(listener, source, Arc::new(info)));
         Ok(Self {
             addr,
             _accept: accept,
@@ -118,7 +132,7 @@ impl AdminServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, source: Rc<dyn StatsSource>, info: Rc<NodeInfo>) {
+async fn accept_loop(listener: TcpListener, source: Arc<dyn StatsSource>, info: Arc<NodeInfo>) {
     let live = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -138,15 +152,24 @@ async fn accept_loop(listener: TcpListener, source: Rc<dyn StatsSource>, info: R
         let info = info.clone();
         compio::runtime::spawn(async move {
             let _done = scopeguard::guard(guard_live, |live| live.set(live.get() - 1));
-            serve_connection(stream, &*source, &info).await;
+            serve_connection(stream, source, info).await;
         })
         .detach();
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, source: &dyn StatsSource, info: &NodeInfo) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    source: Arc<dyn StatsSource>,
+    info: Arc<NodeInfo>,
+) {
     let response = match time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => respond(&head, source, info),
+        // Reading the shards blocks (boundedly): not on this runtime.
+        Ok(Ok(head)) => compio::runtime::spawn_blocking(move || respond(&head, &*source, &info))
+            .await
+            .unwrap_or_else(|_| {
+                Response::text(500, "Internal Server Error", "the answer panicked\n")
+            }),
         Ok(Err(response)) => response,
         Err(_) => Response::text(408, "Request Timeout", "request not received in time\n"),
     };
@@ -253,16 +276,23 @@ fn respond(head: &str, source: &dyn StatsSource, info: &NodeInfo) -> Response {
             Response::text(503, "Service Unavailable", "shutting down\n")
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
-        "/metrics" => {
-            let mut r = Response::text(200, "OK", &render_metrics(&source.shards(), info));
-            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            r
-        }
-        "/connz" => {
-            let mut r = Response::text(200, "OK", &render_connz(&source.shards()));
-            r.content_type = "application/json";
-            r
-        }
+        "/metrics" | "/connz" => match source.shards() {
+            Ok(shards) if path == "/metrics" => {
+                let mut r = Response::text(200, "OK", &render_metrics(&shards, info));
+                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                r
+            }
+            Ok(shards) => {
+                let mut r = Response::text(200, "OK", &render_connz(&shards));
+                r.content_type = "application/json";
+                r
+            }
+            Err(err) => Response::text(
+                503,
+                "Service Unavailable",
+                &format!("cannot read the shards: {err}\n"),
+            ),
+        },
         "/" => Response::text(
             200,
             "OK",
@@ -409,8 +439,78 @@ pub fn render_metrics(shards: &[ShardView], info: &NodeInfo) -> String {
             view.shard, view.stats.tasks
         );
     }
+    for (name, kind, help, get) in LAYER {
+        if shards.iter().all(|view| view.layer.is_none()) {
+            break;
+        }
+        family(&mut out, name, kind, help);
+        for view in shards {
+            if let Some(layer) = &view.layer {
+                let _ = writeln!(out, "bus_{name}{{shard=\"{}\"}} {}", view.shard, get(layer));
+            }
+        }
+    }
     out
 }
+
+/// The shard layer's metrics: name, type, help, value.
+type LayerField = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> u64,
+);
+
+const LAYER: [LayerField; 8] = [
+    (
+        "shard_inbox_depth",
+        "gauge",
+        "Frames waiting in the shard's cross-shard inbox.",
+        |s| u64::try_from(s.inbox_depth).unwrap_or(u64::MAX),
+    ),
+    (
+        "shard_inbox_full_total",
+        "counter",
+        "Sends to the shard refused because its inbox was full.",
+        |s| s.inbox_full,
+    ),
+    (
+        "shard_inbox_undeliverable_total",
+        "counter",
+        "Forwarded sends that reached the shard but could not be queued.",
+        |s| s.inbox_undeliverable,
+    ),
+    (
+        "shard_forwarded_total",
+        "counter",
+        "Sends and broadcasts from the shard's handlers forwarded to other shards.",
+        |s| s.forwarded,
+    ),
+    (
+        "shard_handoffs_in_total",
+        "counter",
+        "Connections handed to the shard by shard 0.",
+        |s| s.handoffs_in,
+    ),
+    (
+        "shard_handoffs_refused_total",
+        "counter",
+        "Accepted connections shard 0 could not hand over (closed).",
+        |s| s.handoffs_refused,
+    ),
+    (
+        "shard_handoff_failures_total",
+        "counter",
+        "Handed-over sockets the transport could not wrap.",
+        |s| s.handoff_failures,
+    ),
+    (
+        "shard_pending_connections",
+        "gauge",
+        "Connections in hand-over or handshake on the shard.",
+        |s| u64::try_from(s.pending_connections).unwrap_or(u64::MAX),
+    ),
+];
 
 #[derive(Serialize)]
 struct Connz {
@@ -503,8 +603,8 @@ mod tests {
     struct Fixed(Vec<ShardView>);
 
     impl StatsSource for Fixed {
-        fn shards(&self) -> Vec<ShardView> {
-            self.0.clone()
+        fn shards(&self) -> Result<Vec<ShardView>, String> {
+            Ok(self.0.clone())
         }
         fn is_shutting_down(&self) -> bool {
             false
@@ -520,11 +620,7 @@ mod tests {
 
     #[test]
     fn routes_and_refuses() {
-        let source = Fixed(vec![ShardView {
-            shard: 0,
-            stats: BusStats::default(),
-            connections: Vec::new(),
-        }]);
+        let source = Fixed(vec![ShardView::of_bus(0, BusStats::default(), Vec::new())]);
         let get = |line: &str| respond(line, &source, &info());
         assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
         assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
@@ -545,14 +641,7 @@ mod tests {
         let mut stats = BusStats::default();
         stats.frames_in = 7;
         stats.goodbyes_sent[1] = 3;
-        let text = render_metrics(
-            &[ShardView {
-                shard: 0,
-                stats,
-                connections: Vec::new(),
-            }],
-            &info(),
-        );
+        let text = render_metrics(&[ShardView::of_bus(0, stats, Vec::new())], &info());
         assert!(
             text.contains(
                 "# TYPE bus_frames_in_total counter\nbus_frames_in_total{shard=\"0\"} 7\n"

@@ -18,7 +18,8 @@
 use std::net::SocketAddr;
 
 use bus_config::Config;
-use bus_core::{Bus, TransportKind};
+use bus_core::TransportKind;
+use bus_shard::ShardsBuilder;
 
 use crate::Error;
 
@@ -92,83 +93,46 @@ pub fn enabled(config: &Config) -> Vec<TransportKind> {
         .collect()
 }
 
-/// Binds `kind`'s listener as configured and has `bus` serve it; returns
-/// the bound address (the real port when configured with port 0).
-pub fn serve(
-    bus: &Bus,
+/// Declares `kind`'s listener on the shards, as configured. TCP and TLS
+/// are delegated: shard 0 accepts and each connection (its handshake too)
+/// is served on the shard the placement policy picks. WS, WSS and QUIC are
+/// served on shard 0 (their connections stay there; sends to them from
+/// other shards are forwarded). Binding happens when the shards start.
+pub fn declare(
+    builder: ShardsBuilder,
     config: &Config,
     kind: TransportKind,
     certs: &Certificates,
-) -> Result<SocketAddr, Error> {
-    let addr = listen_addr(config, kind);
-    let bind_error = |message: String| Error::Bind {
-        what: kind.to_string(),
-        addr,
-        message,
-    };
+) -> Result<ShardsBuilder, Error> {
     match kind {
         #[cfg(feature = "tcp")]
-        TransportKind::Tcp => {
-            use bus_core::transport::Listener;
-            let listener = bus_tcp::TcpListener::bind(&config.tcp_listener_config())
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
-        }
+        TransportKind::Tcp => Ok(builder.listen_tcp(config.tcp_listener_config())),
         #[cfg(feature = "tls")]
-        TransportKind::Tls => {
-            use bus_core::transport::Listener;
-            let tls = certs.server_tls()?;
-            let listener = bus_tls::TlsListener::bind(&config.tls_listener_config(), tls)
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
-        }
+        TransportKind::Tls => Ok(builder.listen(config.tls_listener_config(), certs.server_tls()?)),
         #[cfg(feature = "ws")]
         TransportKind::Ws => {
-            use bus_core::transport::Listener;
-            let listener = bus_ws::WsListener::bind(&config.ws_listener_config())
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
+            let settings = config.ws_listener_config();
+            Ok(builder.serve_on(0, move || bus_ws::WsListener::bind(&settings)))
         }
         #[cfg(feature = "wss")]
         TransportKind::Wss => {
-            use bus_core::transport::Listener;
+            let settings = config.wss_listener_config();
             let tls = certs.wss_tls()?;
-            let listener = bus_ws::WsListener::bind_tls(&config.wss_listener_config(), tls)
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
+            Ok(builder.serve_on(0, move || bus_ws::WsListener::bind_tls(&settings, tls)))
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
-            use bus_core::transport::Listener;
+            let settings = config.quic_listener_config();
             let tls = certs.server_tls()?;
-            let listener = bus_quic::QuicListener::bind(&config.quic_listener_config(), tls)
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
+            Ok(builder.serve_on(0, move || bus_quic::QuicListener::bind(&settings, tls)))
         }
-        other => Err(Error::TransportNotAvailable {
-            transport: other,
-            how: format!("{other}.enabled"),
-        }),
+        other => {
+            let _ = (builder, config, certs);
+            Err(Error::TransportNotAvailable {
+                transport: other,
+                how: format!("{other}.enabled"),
+            })
+        }
     }
 }
 
@@ -275,7 +239,7 @@ impl Certificates {
 
 /// The innermost cause of an error, without the "cannot listen on ADDR"
 /// prefix our own message already has.
-fn error_cause(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_cause(error: &dyn std::error::Error) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {
         cause = source;
