@@ -32,7 +32,7 @@ use crate::{
     STEP,
     client::RawClient,
     frames::{self, ECHO, ECHO_REPLY, PANIC_HANDLER},
-    transport::{Tcp, TestTransport, Tls},
+    transport::{Tcp, TestTransport, Tls, Ws, Wss},
     within,
 };
 
@@ -90,6 +90,27 @@ impl ShardTransport for Tls {
     fn delegated() -> bus_tls::ServerTls {
         Tls::server_tls()
     }
+}
+
+impl ShardTransport for Ws {
+    type Delegated = bus_ws::WsAcceptor;
+
+    fn delegated() -> bus_ws::WsAcceptor {
+        bus_ws::WsAcceptor::new(&ws_config())
+    }
+}
+
+impl ShardTransport for Wss {
+    type Delegated = bus_ws::WsAcceptor;
+
+    fn delegated() -> bus_ws::WsAcceptor {
+        bus_ws::WsAcceptor::new_tls(&ws_config(), Wss::server_tls()).expect("WSS acceptor")
+    }
+}
+
+/// WebSocket settings on `127.0.0.1:0`, upgraded on `/`.
+fn ws_config() -> bus_ws::WsListenerConfig {
+    bus_ws::WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"))
 }
 
 /// What the handlers (and the probed handshakes) tell the test.
@@ -310,7 +331,9 @@ impl Harness {
     /// Starts shards laid out by `config` with one listener of transport
     /// `T`, each handshake probed (see [`Event::Established`]).
     pub fn start_probed<T: ShardTransport>(&self, config: ShardsConfig) -> Shards {
-        let probed = Probed(T::delegated(), self.events_tx.clone());
+        let delegated = T::delegated();
+        assert_eq!(DelegatedTransport::kind(&delegated), T::KIND);
+        let probed = Probed(delegated, self.events_tx.clone());
         self.start(Shards::builder(config, BusConfig::default()).listen(loopback(), probed))
     }
 

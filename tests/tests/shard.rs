@@ -1,5 +1,6 @@
-//! The multi-shard runtime over loopback TCP: every scenario of
-//! `bus_tests::shard`, plus what only the shard layer's own API has
+//! The multi-shard runtime over loopback: every scenario of
+//! `bus_tests::shard` for each delegated transport (TCP, TLS, WS, WSS),
+//! QUIC served on one shard, plus what only the shard layer's own API has
 //! (`serve_on`, CPU pinning, start-up failures).
 
 use std::sync::{Mutex, mpsc};
@@ -12,7 +13,7 @@ use bus_tests::{
         Client, DELIVERY, GRACE, Harness, RELAY, RELAY_ACK, connect_many, loopback, per_shard,
         shutdown,
     },
-    transport::Tcp,
+    transport::{Quic, Tcp, Tls},
 };
 
 bus_tests::shard_suite!(Tcp);
@@ -21,6 +22,18 @@ bus_tests::shard_suite!(Tcp);
 /// handshake, which runs on the owning shard.
 mod tls {
     bus_tests::shard_suite!(bus_tests::transport::Tls);
+}
+
+/// WebSocket: the socket is handed over before the HTTP upgrade, which
+/// runs on the owning shard.
+mod ws {
+    bus_tests::shard_suite!(bus_tests::transport::Ws);
+}
+
+/// WSS: the socket is handed over before the TLS handshake and the upgrade,
+/// both of which run on the owning shard.
+mod wss {
+    bus_tests::shard_suite!(bus_tests::transport::Wss);
 }
 
 fn builder(config: ShardsConfig) -> bus_shard::ShardsBuilder {
@@ -50,6 +63,60 @@ async fn a_listener_served_on_one_shard_keeps_its_clients_there_and_is_reachable
     assert_eq!(pinned[0].expect(DELIVERY).await.body(), b"cross");
     pinned[0].barrier().await;
     drop((pinned, other));
+    shutdown(shards, GRACE).await;
+}
+
+/// QUIC stays on its endpoint's shard: a QUIC listener served on shard 1
+/// keeps every client there (ids carry shard 1, shard 1's handler answers),
+/// a send from a TCP client on shard 0 is forwarded to a QUIC client, and a
+/// QUIC client's send is forwarded back.
+#[compio::test]
+async fn a_quic_listener_served_on_one_shard_keeps_its_clients_there_and_is_reachable_from_others()
+{
+    const QUIC_SHARD: u16 = 1;
+    let harness = Harness::new();
+    let tls = Tls::server_tls();
+    let shards = harness.start(
+        builder(ShardsConfig::new(3))
+            .listen_tcp(loopback())
+            .serve_on(QUIC_SHARD, move || {
+                bus_quic::QuicListener::bind(&Quic::listener_config(), tls)
+            }),
+    );
+    let addrs = shards.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2);
+    let mut quic = connect_many::<Quic>(addrs[1], 4).await;
+    assert_eq!(per_shard(&quic, 3), [0, 4, 0]);
+    for c in &quic {
+        assert_eq!(c.handler_shard, QUIC_SHARD, "its shard's handler answered");
+    }
+    let mut tcp = Client::new(bus_tests::client::TcpClient::connect(addrs[0]).await).await;
+    assert_eq!(tcp.id.shard(), 0);
+
+    tcp.send(RELAY, 3, &quic[2].id.as_raw().to_le_bytes(), b"to quic")
+        .await;
+    assert_eq!(tcp.expect(RELAY_ACK).await.header().command_area()[0], 0);
+    let delivery = quic[2].expect(DELIVERY).await;
+    assert_eq!(delivery.body(), b"to quic");
+    assert_eq!(delivery.header().request(), 3);
+    quic[2].barrier().await;
+
+    quic[3]
+        .send(RELAY, 4, &tcp.id.as_raw().to_le_bytes(), b"from quic")
+        .await;
+    assert_eq!(
+        quic[3].expect(RELAY_ACK).await.header().command_area()[0],
+        0
+    );
+    assert_eq!(tcp.expect(DELIVERY).await.body(), b"from quic");
+    tcp.barrier().await;
+
+    let stats = shards.stats().expect("stats");
+    assert_eq!(stats[1].bus.connections, 4, "every QUIC client on shard 1");
+    assert_eq!(stats[1].handoffs_in, 0, "QUIC is never handed over");
+    assert_eq!(stats[1].inbox_received, 1, "the send from shard 0");
+    assert_eq!(stats[0].inbox_received, 1, "the send from shard 1");
+    drop((quic, tcp));
     shutdown(shards, GRACE).await;
 }
 

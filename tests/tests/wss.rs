@@ -40,6 +40,9 @@ async fn alpn_is_http_1_1_and_a_client_offering_only_h2_fails() {
 async fn bind_tls_refuses_a_certificate_without_http_1_1_alpn() {
     let config = bus_ws::WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
     let bus_alpn = bus_tests::transport::Tls::server_tls(); // ALPN bus.v1
-    let err = bus_ws::WsListener::bind_tls(&config, bus_alpn).expect_err("refused");
+    let err = bus_ws::WsListener::bind_tls(&config, bus_alpn.clone()).expect_err("refused");
     assert!(err.to_string().contains("http/1.1"), "{err}");
+    // The same check guards a WSS acceptor handed to the shard layer.
+    let err = bus_ws::WsAcceptor::new_tls(&config, bus_alpn).expect_err("refused");
+    assert!(err.to_string().contains("tls.alpn"), "{err}");
 }

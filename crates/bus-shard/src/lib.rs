@@ -61,6 +61,8 @@
 //! | feature | enables |
 //! |---------|---------|
 //! | `tls`   | `bus_tls::ServerTls` as a [`DelegatedTransport`]: TLS listeners accepted on shard 0, handshakes on the owning shard |
+//! | `ws`    | `bus_ws::WsAcceptor` as a [`DelegatedTransport`]: WebSocket listeners accepted on shard 0, HTTP upgrades on the owning shard |
+//! | `wss`   | `ws` and `tls`, plus WSS acceptors (`WsAcceptor::new_tls`): TLS handshake and upgrade on the owning shard |
 //!
 //! # What this crate does not do
 //!

@@ -77,6 +77,23 @@ impl DelegatedTransport for bus_tls::ServerTls {
     }
 }
 
+/// WebSocket (WS, or WSS for an acceptor built with
+/// [`WsAcceptor::new_tls`](bus_ws::WsAcceptor::new_tls)): `wrap` pairs the
+/// socket with the shared upgrade policy, limits and TLS state; the TLS
+/// handshake and the HTTP upgrade run in `establish` on the owning shard.
+#[cfg(feature = "ws")]
+impl DelegatedTransport for bus_ws::WsAcceptor {
+    type Connection = bus_ws::WsConnection;
+
+    fn kind(&self) -> TransportKind {
+        bus_ws::WsAcceptor::kind(self)
+    }
+
+    fn wrap(&self, stream: std::net::TcpStream) -> io::Result<bus_ws::WsConnection> {
+        Ok(self.incoming(TcpConnection::from_std(stream)?))
+    }
+}
+
 /// A [`DelegatedTransport`] with its connection type erased, so shards can
 /// keep one table of every delegated listener. One virtual call per
 /// connection, none per frame.

@@ -8,7 +8,10 @@
 //! the transport traits of `bus-core`. With feature `wss`,
 //! `WsListener::bind_tls` and `connect_tls` run the same over TLS 1.3
 //! (`bus-tls`, ALPN `http/1.1`); the TLS handshake happens in `establish`
-//! too, under the same bound.
+//! too, under the same bound. [`WsAcceptor`] holds what a listener's
+//! connections share and is `Send + Sync`, for runtimes that accept TCP
+//! themselves (`bus-shard` hands sockets between shards before the
+//! handshake).
 //!
 //! ```no_run
 //! use bus_core::{Bus, BusConfig, Frame, Peer};
@@ -69,5 +72,5 @@ pub use connector::connect;
 #[cfg(feature = "wss")]
 pub use connector::connect_tls;
 pub use error::WsError;
-pub use listener::WsListener;
+pub use listener::{WsAcceptor, WsListener};
 pub use stream::{WsConnection, WsReader, WsWriter};

@@ -33,6 +33,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     rc::Rc,
+    sync::Arc,
 };
 
 use async_tungstenite::{
@@ -76,7 +77,7 @@ pub struct WsConnection {
 
 #[derive(Debug)]
 enum Side {
-    Server(Rc<UpgradePolicy>),
+    Server(Arc<UpgradePolicy>),
     Client(Box<ClientRequestBuilder>),
 }
 
@@ -91,7 +92,7 @@ pub(crate) enum Security {
 }
 
 impl Security {
-    fn kind(&self) -> TransportKind {
+    pub(crate) fn kind(&self) -> TransportKind {
         match self {
             Self::Plain => TransportKind::Ws,
             #[cfg(feature = "wss")]
@@ -141,7 +142,7 @@ impl WsConnection {
     pub(crate) fn server(
         stream: TcpStream,
         peer: SocketAddr,
-        policy: Rc<UpgradePolicy>,
+        policy: Arc<UpgradePolicy>,
         limits: WsLimits,
         security: Security,
     ) -> Self {

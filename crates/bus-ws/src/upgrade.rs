@@ -14,7 +14,7 @@
 //! On success the `101` response echoes `Sec-WebSocket-Protocol: bus.v1`
 //! (tungstenite clients abort without it, `dependencies.md` #7).
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use async_tungstenite::tungstenite::{
     handshake::server::{Callback, ErrorResponse, Request, Response},
@@ -34,7 +34,7 @@ pub(crate) struct UpgradePolicy {
 
 /// The tungstenite callback for one upgrade.
 #[derive(Debug)]
-pub(crate) struct CheckUpgrade(pub(crate) Rc<UpgradePolicy>);
+pub(crate) struct CheckUpgrade(pub(crate) Arc<UpgradePolicy>);
 
 impl Callback for CheckUpgrade {
     fn on_request(
@@ -133,7 +133,7 @@ mod tests {
     fn check(policy: UpgradePolicy, request: &Request) -> Result<Response, ErrorResponse> {
         let response =
             async_tungstenite::tungstenite::handshake::server::create_response(request).unwrap();
-        CheckUpgrade(Rc::new(policy)).on_request(request, response)
+        CheckUpgrade(Arc::new(policy)).on_request(request, response)
     }
 
     fn policy(origins: &[&str]) -> UpgradePolicy {
