@@ -138,7 +138,7 @@ fn summary(
     };
     let _ = writeln!(
         out,
-        "  shards: {shards} ({how}); tcp and tls accepted on shard 0 and served on every shard; ws, wss and quic served on shard 0"
+        "  shards: {shards} ({how}); tcp, tls, ws and wss accepted on shard 0 and served on every shard; quic served on shard 0"
     );
     for l in node.listening() {
         let _ = writeln!(

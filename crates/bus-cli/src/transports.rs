@@ -93,11 +93,12 @@ pub fn enabled(config: &Config) -> Vec<TransportKind> {
         .collect()
 }
 
-/// Declares `kind`'s listener on the shards, as configured. TCP and TLS
-/// are delegated: shard 0 accepts and each connection (its handshake too)
-/// is served on the shard the placement policy picks. WS, WSS and QUIC are
-/// served on shard 0 (their connections stay there; sends to them from
-/// other shards are forwarded). Binding happens when the shards start.
+/// Declares `kind`'s listener on the shards, as configured. TCP, TLS, WS
+/// and WSS are delegated: shard 0 accepts plain TCP and each connection
+/// (its TLS handshake and WebSocket upgrade too) is served on the shard the
+/// placement policy picks. QUIC is served on shard 0: its connections stay
+/// there, and sends to them from other shards are forwarded. Binding
+/// happens when the shards start.
 pub fn declare(
     builder: ShardsBuilder,
     config: &Config,
@@ -111,14 +112,15 @@ pub fn declare(
         TransportKind::Tls => Ok(builder.listen(config.tls_listener_config(), certs.server_tls()?)),
         #[cfg(feature = "ws")]
         TransportKind::Ws => {
-            let settings = config.ws_listener_config();
-            Ok(builder.serve_on(0, move || bus_ws::WsListener::bind(&settings)))
+            let settings = ws_settings(config, kind, config.ws_listener_config())?;
+            Ok(builder.listen(settings.tcp.clone(), bus_ws::WsAcceptor::new(&settings)))
         }
         #[cfg(feature = "wss")]
         TransportKind::Wss => {
-            let settings = config.wss_listener_config();
-            let tls = certs.wss_tls()?;
-            Ok(builder.serve_on(0, move || bus_ws::WsListener::bind_tls(&settings, tls)))
+            let settings = ws_settings(config, kind, config.wss_listener_config())?;
+            let acceptor = bus_ws::WsAcceptor::new_tls(&settings, certs.wss_tls()?)
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            Ok(builder.listen(settings.tcp.clone(), acceptor))
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
@@ -134,6 +136,23 @@ pub fn declare(
             })
         }
     }
+}
+
+/// `settings`, checked: a WebSocket acceptor does not check them itself.
+#[cfg(feature = "ws")]
+fn ws_settings(
+    config: &Config,
+    kind: TransportKind,
+    settings: bus_ws::WsListenerConfig,
+) -> Result<bus_ws::WsListenerConfig, Error> {
+    settings
+        .validate(config.bus_config(0).max_message_size_bytes)
+        .map_err(|e| Error::Bind {
+            what: kind.to_string(),
+            addr: settings.tcp.listen,
+            message: e.to_string(),
+        })?;
+    Ok(settings)
 }
 
 /// The node's certificate for every TLS-based transport, loaded once (or
