@@ -1,9 +1,9 @@
 //! Which transports this binary has, which the config enables, and how each
-//! one is bound and handed to the bus.
+//! one is declared on the shards.
 //!
 //! This is the one file a new transport touches: add its cargo feature,
-//! return `true` from [`is_available`] under it, and bind its listener in
-//! [`serve`] (the config section is already parsed by `bus-config`). A
+//! return `true` from [`is_available`] under it, and declare its listener in
+//! [`declare`] (the config section is already parsed by `bus-config`). A
 //! transport that is not compiled in is simply absent: enabling it is a
 //! configuration error that says how to get it.
 #![cfg_attr(
@@ -240,6 +240,10 @@ impl Certificates {
 
     /// Re-reads the certificate files for new handshakes; on error the
     /// current certificate stays. `Ok(false)` when nothing is loaded.
+    #[cfg_attr(
+        not(feature = "tls"),
+        allow(unused_mut, reason = "set only when TLS is built in")
+    )]
     pub fn reload(&self) -> Result<bool, Error> {
         let mut reloaded = false;
         #[cfg(feature = "tls")]
