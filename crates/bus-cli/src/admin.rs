@@ -6,6 +6,8 @@
 //! | `/healthz` | `200 ok` while serving, `503` once shutting down |
 //! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
 //! | `/connz`   | JSON: every connection with its metadata and counters |
+//! | `/`, `/demo` | the demo page: a chat over the node's WebSocket listener (`demo.html`) |
+//! | `/demo/config.json` | JSON: where the demo page finds the WebSocket listener |
 //!
 //! Only `GET` (and `HEAD`), one request per connection (`Connection:
 //! close`). Everything is bounded: the request head (8 KiB), the time to
@@ -15,9 +17,10 @@
 //! (the shards answer within `bus_shard`'s `STATS_TIMEOUT`, 5 s).
 
 use std::{
+    borrow::Cow,
     cell::Cell,
     fmt::Write as _,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     rc::Rc,
     sync::Arc,
     time::{Duration, UNIX_EPOCH},
@@ -41,6 +44,31 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// The demo page: one static HTML file with inline JavaScript that speaks
+/// `bus.v1` over the node's WebSocket listener (spec §1, §7, §8).
+pub const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Where the demo page connects: the node's plain WebSocket listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DemoTarget {
+    /// The WS listener's bound address. An unspecified IP (`0.0.0.0`,
+    /// `::`) makes the page use the host it was loaded from.
+    pub addr: SocketAddr,
+    /// The HTTP path of the upgrade request (`[ws] path`).
+    pub path: String,
+}
+
+impl DemoTarget {
+    /// The WS listener at `addr`, upgrading on `path`.
+    pub fn new(addr: SocketAddr, path: impl Into<String>) -> Self {
+        Self {
+            addr,
+            path: path.into(),
+        }
+    }
+}
 
 /// One shard's counters and connections, as the admin endpoint shows them.
 #[derive(Debug, Clone)]
@@ -98,6 +126,13 @@ pub struct NodeInfo {
     pub driver: String,
 }
 
+/// What one admin connection needs to answer.
+struct Context {
+    source: Arc<dyn StatsSource>,
+    info: NodeInfo,
+    demo: Option<DemoTarget>,
+}
+
 /// A running admin endpoint; dropping it stops accepting.
 #[derive(Debug)]
 pub struct AdminServer {
@@ -106,11 +141,18 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `listen` and serves on this thread's compio runtime.
+    /// Binds `listen` and serves on this thread's compio runtime. `demo`
+    /// is the WebSocket listener the demo page connects to; `None` when WS
+    /// is off (the page then says how to turn it on).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future before it resolves closes the
+    /// listener, if it was bound, and serves nothing.
     pub async fn start(
         source: Arc<dyn StatsSource>,
         listen: SocketAddr,
         info: NodeInfo,
+        demo: Option<DemoTarget>,
     ) -> Result<Self, Error> {
         let bind_error = |e: std::io::Error| Error::Bind {
             what: "admin".into(),
@@ -119,7 +161,8 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let accept = compio::runtime::spawn(accept_loop(listener, source, Arc::new(info)));
+        let context = Arc::new(Context { source, info, demo });
+        let accept = compio::runtime::spawn(accept_loop(listener, context));
         Ok(Self {
             addr,
             _accept: accept,
@@ -132,7 +175,7 @@ impl AdminServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, source: Arc<dyn StatsSource>, info: Arc<NodeInfo>) {
+async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     let live = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -148,24 +191,19 @@ async fn accept_loop(listener: TcpListener, source: Arc<dyn StatsSource>, info: 
         }
         live.set(live.get() + 1);
         let guard_live = live.clone();
-        let source = source.clone();
-        let info = info.clone();
+        let context = context.clone();
         compio::runtime::spawn(async move {
             let _done = scopeguard::guard(guard_live, |live| live.set(live.get() - 1));
-            serve_connection(stream, source, info).await;
+            serve_connection(stream, context).await;
         })
         .detach();
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    source: Arc<dyn StatsSource>,
-    info: Arc<NodeInfo>,
-) {
+async fn serve_connection(mut stream: TcpStream, context: Arc<Context>) {
     let response = match time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
         // Reading the shards blocks (boundedly): not on this runtime.
-        Ok(Ok(head)) => compio::runtime::spawn_blocking(move || respond(&head, &*source, &info))
+        Ok(Ok(head)) => compio::runtime::spawn_blocking(move || respond(&head, &context))
             .await
             .unwrap_or_else(|_| {
                 Response::text(500, "Internal Server Error", "the answer panicked\n")
@@ -222,7 +260,7 @@ struct Response {
     status: u16,
     reason: &'static str,
     content_type: &'static str,
-    body: String,
+    body: Cow<'static, str>,
     head_only: bool,
 }
 
@@ -232,14 +270,24 @@ impl Response {
             status,
             reason,
             content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
+            body: Cow::Owned(body.to_owned()),
+            head_only: false,
+        }
+    }
+
+    fn with_body(content_type: &'static str, body: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status: 200,
+            reason: "OK",
+            content_type,
+            body: body.into(),
             head_only: false,
         }
     }
 
     fn into_bytes(self) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
             self.status,
             self.reason,
             self.content_type,
@@ -254,7 +302,8 @@ impl Response {
 }
 
 /// Routes one request head to its answer.
-fn respond(head: &str, source: &dyn StatsSource, info: &NodeInfo) -> Response {
+fn respond(head: &str, context: &Context) -> Response {
+    let source = &*context.source;
     let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
@@ -277,31 +326,64 @@ fn respond(head: &str, source: &dyn StatsSource, info: &NodeInfo) -> Response {
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
         "/metrics" | "/connz" => match source.shards() {
-            Ok(shards) if path == "/metrics" => {
-                let mut r = Response::text(200, "OK", &render_metrics(&shards, info));
-                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-                r
-            }
-            Ok(shards) => {
-                let mut r = Response::text(200, "OK", &render_connz(&shards));
-                r.content_type = "application/json";
-                r
-            }
+            Ok(shards) if path == "/metrics" => Response::with_body(
+                "text/plain; version=0.0.4; charset=utf-8",
+                render_metrics(&shards, &context.info),
+            ),
+            Ok(shards) => Response::with_body("application/json", render_connz(&shards)),
             Err(err) => Response::text(
                 503,
                 "Service Unavailable",
                 &format!("cannot read the shards: {err}\n"),
             ),
         },
-        "/" => Response::text(
-            200,
-            "OK",
-            "bus admin endpoint\n  /healthz  liveness\n  /metrics  Prometheus metrics\n  /connz    connections (JSON)\n",
+        "/" | "/demo" => Response::with_body("text/html; charset=utf-8", DEMO_PAGE),
+        "/demo/config.json" => Response::with_body(
+            "application/json",
+            render_demo_config(context.demo.as_ref()),
         ),
-        _ => Response::text(404, "Not Found", "try /healthz, /metrics or /connz\n"),
+        _ => Response::text(
+            404,
+            "Not Found",
+            "try / (demo page), /healthz, /metrics or /connz\n",
+        ),
     };
     response.head_only = head_only;
     response
+}
+
+/// `/demo/config.json`: `{"ws": null}` when the node has no WS listener.
+#[derive(Serialize)]
+struct DemoConfig<'a> {
+    ws: Option<DemoWs<'a>>,
+}
+
+#[derive(Serialize)]
+struct DemoWs<'a> {
+    /// The listener's host for a URL (`[::1]` bracketed), or `null` when it
+    /// listens on every address: the page then uses its own host.
+    host: Option<String>,
+    port: u16,
+    path: &'a str,
+}
+
+/// Renders `/demo/config.json`.
+fn render_demo_config(demo: Option<&DemoTarget>) -> String {
+    let config = DemoConfig {
+        ws: demo.map(|d| DemoWs {
+            host: match d.addr.ip() {
+                ip if ip.is_unspecified() => None,
+                IpAddr::V4(v4) => Some(v4.to_string()),
+                IpAddr::V6(v6) => Some(format!("[{v6}]")),
+            },
+            port: d.addr.port(),
+            path: &d.path,
+        }),
+    };
+    let mut json =
+        serde_json::to_string(&config).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    json.push('\n');
+    json
 }
 
 /// Every Goodbye reason with a counter slot, in code order.
@@ -618,10 +700,55 @@ mod tests {
         }
     }
 
+    fn context(demo: Option<DemoTarget>) -> Context {
+        Context {
+            source: Arc::new(Fixed(vec![ShardView::of_bus(
+                0,
+                BusStats::default(),
+                Vec::new(),
+            )])),
+            info: info(),
+            demo,
+        }
+    }
+
+    #[test]
+    fn serves_the_demo_page_and_where_it_connects() {
+        let demo = DemoTarget::new("127.0.0.1:7072".parse().expect("addr"), "/bus");
+        let context = context(Some(demo));
+        for path in ["/", "/demo", "/?ws=ws://[::1]:1/bus"] {
+            let page = respond(&format!("GET {path} HTTP/1.1"), &context);
+            assert_eq!(page.status, 200, "{path}");
+            assert_eq!(page.content_type, "text/html; charset=utf-8");
+            assert_eq!(page.body, DEMO_PAGE);
+        }
+        let config = respond("GET /demo/config.json HTTP/1.1", &context);
+        assert_eq!(config.content_type, "application/json");
+        assert_eq!(
+            config.body,
+            "{\"ws\":{\"host\":\"127.0.0.1\",\"port\":7072,\"path\":\"/bus\"}}\n"
+        );
+    }
+
+    #[test]
+    fn demo_config_brackets_ipv6_and_leaves_wildcards_to_the_page() {
+        let v6 = DemoTarget::new("[::1]:9".parse().expect("addr"), "/x");
+        assert_eq!(
+            render_demo_config(Some(&v6)),
+            "{\"ws\":{\"host\":\"[::1]\",\"port\":9,\"path\":\"/x\"}}\n"
+        );
+        let any = DemoTarget::new("0.0.0.0:9".parse().expect("addr"), "/bus");
+        assert_eq!(
+            render_demo_config(Some(&any)),
+            "{\"ws\":{\"host\":null,\"port\":9,\"path\":\"/bus\"}}\n"
+        );
+        assert_eq!(render_demo_config(None), "{\"ws\":null}\n");
+    }
+
     #[test]
     fn routes_and_refuses() {
-        let source = Fixed(vec![ShardView::of_bus(0, BusStats::default(), Vec::new())]);
-        let get = |line: &str| respond(line, &source, &info());
+        let context = context(None);
+        let get = |line: &str| respond(line, &context);
         assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
         assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
         assert_eq!(get("GET /connz HTTP/1.0").status, 200);

@@ -19,7 +19,7 @@ use bus_shard::{Monitor, ShardError, Shards, ShardsShutdownReport};
 
 use crate::{
     Error,
-    admin::{AdminServer, NodeInfo, ShardView, StatsSource},
+    admin::{AdminServer, DemoTarget, NodeInfo, ShardView, StatsSource},
     node, transports,
 };
 
@@ -101,7 +101,12 @@ impl Node {
                 monitor: node.monitor.clone(),
                 stopping: node.stopping.clone(),
             });
-            match AdminServer::start(source, config.admin.listen, info).await {
+            // The demo page speaks plain WS: a browser would refuse the
+            // self-signed development certificate of WSS.
+            let demo = node
+                .addr(TransportKind::Ws)
+                .map(|addr| DemoTarget::new(addr, config.ws.path.clone()));
+            match AdminServer::start(source, config.admin.listen, info, demo).await {
                 Ok(admin) => node.admin = Some(admin),
                 Err(err) => {
                     node.shutdown(Duration::from_secs(1)).await;

@@ -3,7 +3,11 @@
 //! on loopback with an ephemeral port; every wait is bounded.
 
 mod admin;
+#[cfg(feature = "ws")]
+mod browser;
 mod client;
 mod common;
+#[cfg(feature = "ws")]
+mod demo;
 mod serve;
 mod tls;
