@@ -214,3 +214,59 @@ async fn a_handler_factory_that_panics_fails_start_and_names_the_shard() {
         .expect_err("shard 1 never starts");
     assert!(matches!(err, ShardError::Exited { shard: 1 }), "{err:?}");
 }
+
+/// `Monitor`: live counts and connection listings of every shard, from
+/// any thread; its requests fail with `Stopped` once the shards are gone.
+#[compio::test]
+async fn the_monitor_counts_and_lists_every_shards_connections() {
+    let harness = Harness::new();
+    let shards = harness.start(builder(ShardsConfig::new(2)).listen_tcp(loopback()));
+    let monitor = shards.monitor();
+    assert_eq!(monitor.count(), 2);
+    let clients = connect_many::<Tcp>(shards.local_addrs()[0], 5).await;
+    let placed = per_shard(&clients, 2);
+    assert_eq!(placed, [3, 2], "round-robin");
+    // Each client had its echo answered: registered and counted.
+    assert_eq!(
+        [monitor.live_connections(0), monitor.live_connections(1)],
+        [3, 2]
+    );
+    assert_eq!(monitor.total_live_connections(), 5);
+    assert_eq!(monitor.live_connections(7), 0, "no such shard");
+
+    let listed = std::thread::spawn({
+        let monitor = monitor.clone();
+        move || monitor.connections()
+    })
+    .join()
+    .expect("monitor thread")
+    .expect("connections");
+    assert_eq!(listed.len(), 2);
+    let mut ids = Vec::new();
+    for (shard, connections) in (0u16..).zip(&listed) {
+        assert_eq!(connections.len(), placed[usize::from(shard)]);
+        for c in connections {
+            let Peer::Client(id) = c.peer else {
+                panic!("a replica on shard {shard}")
+            };
+            assert_eq!(id.shard(), shard, "listed under its own shard");
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    let mut expected: Vec<_> = clients.iter().map(|c| c.id).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every client listed once");
+    let stats = monitor.stats().expect("stats");
+    assert_eq!(
+        stats.iter().map(|s| s.bus.connections).collect::<Vec<_>>(),
+        [3, 2]
+    );
+
+    drop(clients);
+    shutdown(shards, GRACE).await;
+    assert!(matches!(
+        monitor.connections(),
+        Err(ShardError::Stopped { .. })
+    ));
+}

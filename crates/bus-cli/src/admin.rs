@@ -12,8 +12,9 @@
 //! Only `GET` (and `HEAD`), one request per connection (`Connection:
 //! close`). Everything is bounded: the request head (8 KiB), the time to
 //! read it and to write the answer (5 s each), and the connections served
-//! at once (64; more are closed at once). It reads counters through
-//! [`StatsSource`], so the multi-shard runtime plugs in by implementing it.
+//! at once (64; more are closed at once). It reads every shard's counters
+//! and connections through [`StatsSource`], on a blocking helper thread
+//! (the shards answer within `bus_shard`'s `STATS_TIMEOUT`, 5 s).
 
 use std::{
     borrow::Cow,
@@ -21,12 +22,12 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
     rc::Rc,
+    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
-use bus_core::{
-    Bus, BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind,
-};
+use bus_core::{BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind};
+use bus_shard::ShardStats;
 use compio::{
     BufResult,
     io::{AsyncRead, AsyncWriteExt},
@@ -77,30 +78,43 @@ pub struct ShardView {
     pub shard: u16,
     /// Its bus counters.
     pub stats: BusStats,
+    /// Its shard-layer counters (inbox, forwarding, hand-overs), when it
+    /// runs under `bus-shard`.
+    pub layer: Option<ShardStats>,
     /// Its live connections.
     pub connections: Vec<ConnectionSnapshot>,
 }
 
-/// Where the admin endpoint reads the node's state from.
-pub trait StatsSource: 'static {
-    /// A view of every shard, now.
-    fn shards(&self) -> Vec<ShardView>;
-    /// Whether the node is shutting down.
-    fn is_shutting_down(&self) -> bool;
+impl ShardView {
+    /// The view of one shard of the shard layer.
+    pub fn new(stats: ShardStats, connections: Vec<ConnectionSnapshot>) -> Self {
+        Self {
+            shard: stats.shard,
+            stats: stats.bus,
+            layer: Some(stats),
+            connections,
+        }
+    }
+
+    /// The view of a bus that is not part of the shard layer.
+    pub fn of_bus(shard: u16, stats: BusStats, connections: Vec<ConnectionSnapshot>) -> Self {
+        Self {
+            shard,
+            stats,
+            layer: None,
+            connections,
+        }
+    }
 }
 
-impl StatsSource for Bus {
-    fn shards(&self) -> Vec<ShardView> {
-        vec![ShardView {
-            shard: self.shard(),
-            stats: self.stats(),
-            connections: self.connections(),
-        }]
-    }
-
-    fn is_shutting_down(&self) -> bool {
-        Bus::is_shutting_down(self)
-    }
+/// Where the admin endpoint reads the node's state from. Called on a
+/// blocking helper thread, so it may block (boundedly).
+pub trait StatsSource: Send + Sync + 'static {
+    /// A view of every shard, now; or why it could not be had (answered
+    /// with `503`).
+    fn shards(&self) -> Result<Vec<ShardView>, String>;
+    /// Whether the node is shutting down.
+    fn is_shutting_down(&self) -> bool;
 }
 
 /// Facts about the node shown in `bus_info`.
@@ -114,7 +128,7 @@ pub struct NodeInfo {
 
 /// What one admin connection needs to answer.
 struct Context {
-    source: Rc<dyn StatsSource>,
+    source: Arc<dyn StatsSource>,
     info: NodeInfo,
     demo: Option<DemoTarget>,
 }
@@ -135,7 +149,7 @@ impl AdminServer {
     /// Cancel safe: dropping the future before it resolves closes the
     /// listener, if it was bound, and serves nothing.
     pub async fn start(
-        source: Rc<dyn StatsSource>,
+        source: Arc<dyn StatsSource>,
         listen: SocketAddr,
         info: NodeInfo,
         demo: Option<DemoTarget>,
@@ -147,7 +161,7 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let context = Rc::new(Context { source, info, demo });
+        let context = Arc::new(Context { source, info, demo });
         let accept = compio::runtime::spawn(accept_loop(listener, context));
         Ok(Self {
             addr,
@@ -161,7 +175,7 @@ impl AdminServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, context: Rc<Context>) {
+async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     let live = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -180,15 +194,20 @@ async fn accept_loop(listener: TcpListener, context: Rc<Context>) {
         let context = context.clone();
         compio::runtime::spawn(async move {
             let _done = scopeguard::guard(guard_live, |live| live.set(live.get() - 1));
-            serve_connection(stream, &context).await;
+            serve_connection(stream, context).await;
         })
         .detach();
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, context: &Context) {
+async fn serve_connection(mut stream: TcpStream, context: Arc<Context>) {
     let response = match time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => respond(&head, context),
+        // Reading the shards blocks (boundedly): not on this runtime.
+        Ok(Ok(head)) => compio::runtime::spawn_blocking(move || respond(&head, &context))
+            .await
+            .unwrap_or_else(|_| {
+                Response::text(500, "Internal Server Error", "the answer panicked\n")
+            }),
         Ok(Err(response)) => response,
         Err(_) => Response::text(408, "Request Timeout", "request not received in time\n"),
     };
@@ -306,11 +325,18 @@ fn respond(head: &str, context: &Context) -> Response {
             Response::text(503, "Service Unavailable", "shutting down\n")
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
-        "/metrics" => Response::with_body(
-            "text/plain; version=0.0.4; charset=utf-8",
-            render_metrics(&source.shards(), &context.info),
-        ),
-        "/connz" => Response::with_body("application/json", render_connz(&source.shards())),
+        "/metrics" | "/connz" => match source.shards() {
+            Ok(shards) if path == "/metrics" => Response::with_body(
+                "text/plain; version=0.0.4; charset=utf-8",
+                render_metrics(&shards, &context.info),
+            ),
+            Ok(shards) => Response::with_body("application/json", render_connz(&shards)),
+            Err(err) => Response::text(
+                503,
+                "Service Unavailable",
+                &format!("cannot read the shards: {err}\n"),
+            ),
+        },
         "/" | "/demo" => Response::with_body("text/html; charset=utf-8", DEMO_PAGE),
         "/demo/config.json" => Response::with_body(
             "application/json",
@@ -495,8 +521,78 @@ pub fn render_metrics(shards: &[ShardView], info: &NodeInfo) -> String {
             view.shard, view.stats.tasks
         );
     }
+    for (name, kind, help, get) in LAYER {
+        if shards.iter().all(|view| view.layer.is_none()) {
+            break;
+        }
+        family(&mut out, name, kind, help);
+        for view in shards {
+            if let Some(layer) = &view.layer {
+                let _ = writeln!(out, "bus_{name}{{shard=\"{}\"}} {}", view.shard, get(layer));
+            }
+        }
+    }
     out
 }
+
+/// The shard layer's metrics: name, type, help, value.
+type LayerField = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> u64,
+);
+
+const LAYER: [LayerField; 8] = [
+    (
+        "shard_inbox_depth",
+        "gauge",
+        "Frames waiting in the shard's cross-shard inbox.",
+        |s| u64::try_from(s.inbox_depth).unwrap_or(u64::MAX),
+    ),
+    (
+        "shard_inbox_full_total",
+        "counter",
+        "Sends to the shard refused because its inbox was full.",
+        |s| s.inbox_full,
+    ),
+    (
+        "shard_inbox_undeliverable_total",
+        "counter",
+        "Forwarded sends that reached the shard but could not be queued.",
+        |s| s.inbox_undeliverable,
+    ),
+    (
+        "shard_forwarded_total",
+        "counter",
+        "Sends and broadcasts from the shard's handlers forwarded to other shards.",
+        |s| s.forwarded,
+    ),
+    (
+        "shard_handoffs_in_total",
+        "counter",
+        "Connections handed to the shard by shard 0.",
+        |s| s.handoffs_in,
+    ),
+    (
+        "shard_handoffs_refused_total",
+        "counter",
+        "Accepted connections shard 0 could not hand over (closed).",
+        |s| s.handoffs_refused,
+    ),
+    (
+        "shard_handoff_failures_total",
+        "counter",
+        "Handed-over sockets the transport could not wrap.",
+        |s| s.handoff_failures,
+    ),
+    (
+        "shard_pending_connections",
+        "gauge",
+        "Connections in hand-over or handshake on the shard.",
+        |s| u64::try_from(s.pending_connections).unwrap_or(u64::MAX),
+    ),
+];
 
 #[derive(Serialize)]
 struct Connz {
@@ -589,8 +685,8 @@ mod tests {
     struct Fixed(Vec<ShardView>);
 
     impl StatsSource for Fixed {
-        fn shards(&self) -> Vec<ShardView> {
-            self.0.clone()
+        fn shards(&self) -> Result<Vec<ShardView>, String> {
+            Ok(self.0.clone())
         }
         fn is_shutting_down(&self) -> bool {
             false
@@ -606,11 +702,11 @@ mod tests {
 
     fn context(demo: Option<DemoTarget>) -> Context {
         Context {
-            source: Rc::new(Fixed(vec![ShardView {
-                shard: 0,
-                stats: BusStats::default(),
-                connections: Vec::new(),
-            }])),
+            source: Arc::new(Fixed(vec![ShardView::of_bus(
+                0,
+                BusStats::default(),
+                Vec::new(),
+            )])),
             info: info(),
             demo,
         }
@@ -672,14 +768,7 @@ mod tests {
         let mut stats = BusStats::default();
         stats.frames_in = 7;
         stats.goodbyes_sent[1] = 3;
-        let text = render_metrics(
-            &[ShardView {
-                shard: 0,
-                stats,
-                connections: Vec::new(),
-            }],
-            &info(),
-        );
+        let text = render_metrics(&[ShardView::of_bus(0, stats, Vec::new())], &info());
         assert!(
             text.contains(
                 "# TYPE bus_frames_in_total counter\nbus_frames_in_total{shard=\"0\"} 7\n"

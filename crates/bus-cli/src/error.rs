@@ -37,14 +37,9 @@ pub enum Error {
         /// Which setting enabled it.
         how: String,
     },
-    /// More than one shard was asked for, and this build has one.
-    #[error(
-        "shards.count = {requested}, but this build runs a single shard (the multi-shard runtime is not in it): use `--shards 1` (or `shards.count = 1`)"
-    )]
-    ShardsNotAvailable {
-        /// What was asked for.
-        requested: u16,
-    },
+    /// The shards could not start (a runtime, a thread, a listener).
+    #[error("cannot start the shards: {0}")]
+    Shards(bus_shard::ShardError),
     /// A listener could not be bound.
     #[error(
         "cannot listen for {what} on {addr}: {message}; pick another address or stop what uses it"
@@ -80,10 +75,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config { .. }
-            | Self::TransportNotAvailable { .. }
-            | Self::ShardsNotAvailable { .. }
-            | Self::Usage(_) => ExitCode::from(EXIT_CONFIG),
+            Self::Config { .. } | Self::TransportNotAvailable { .. } | Self::Usage(_) => {
+                ExitCode::from(EXIT_CONFIG)
+            }
             _ => ExitCode::from(EXIT_FAILURE),
         }
     }

@@ -6,7 +6,7 @@
 //! serve` runs:
 //!
 //! - [`node`]: the spec §8 application (Echo, Broadcast).
-//! - [`server`]: a [`Node`](server::Node): the bus, one listener per enabled
+//! - [`server`]: a [`Node`](server::Node): the shards (one bus per core), one listener per enabled
 //!   transport, the admin endpoint.
 //! - [`transports`]: which transports this build has and how each is bound;
 //!   the one place a new transport is wired in.

@@ -4,14 +4,22 @@
 //! | command | name        | the node answers |
 //! |--------:|-------------|------------------|
 //! | 16      | `Echo`      | `EchoReply` (17): the same `request`, `view`, `release`, `reserved_frame`, `command_area` and body |
-//! | 18      | `Broadcast` | `Delivery` (19) with the same body to every connected client (sender included), then `BroadcastAck` (20) to the sender: same `request`, `command_area[0..4]` = clients addressed |
+//! | 18      | `Broadcast` | `Delivery` (19) with the same body to every connected client on every shard (sender included), then `BroadcastAck` (20) to the sender: same `request`, `command_area[0..4]` = clients addressed |
 //!
 //! Replies are sealed. Any other application command is answered with
 //! `Goodbye(ProtocolViolation)` and a close. `Ping` is answered by the bus
 //! itself. Every send is the bus's non-blocking enqueue: a full queue drops
 //! that reply (the client's request times out) and never blocks the shard.
+//!
+//! The count in a `BroadcastAck` is "best effort across shards" (spec §8),
+//! known without waiting for the other shards: the clients of the sender's
+//! shard the delivery was queued to (or whose queue was full), plus the
+//! live client connections every other shard has at that moment (one
+//! atomic read each). A client that connects to, or leaves, another shard
+//! while that shard's copy is in its inbox makes the count one off.
 
-use bus_core::{Bus, Command, Frame, FrameMut, GoodbyeReason, Peer};
+use bus_core::{Bus, Command, Frame, FrameMut, GoodbyeReason, Handler, Peer};
+use bus_shard::{Monitor, ShardContext};
 
 /// `Echo`: answered with [`ECHO_REPLY`].
 pub const ECHO: u8 = 16;
@@ -24,9 +32,32 @@ pub const DELIVERY: u8 = 19;
 /// `BroadcastAck`: tells the broadcaster how many clients were addressed.
 pub const BROADCAST_ACK: u8 = 20;
 
-/// The node's [`Handler`](bus_core::Handler): `bus.serve(listener)` with
+/// The node's handler factory for the shard layer:
+/// `Shards::builder(..).start(bus_cli::node::handler)`.
+pub fn handler(ctx: &ShardContext) -> impl Handler + use<> {
+    let monitor = ctx.monitor().clone();
+    move |bus: &Bus, from: Peer, frame: Frame| {
+        respond(bus, from, frame, || elsewhere(&monitor, bus.shard()));
+    }
+}
+
+/// The node's [`Handler`] on a single bus with no other shards:
 /// `Bus::new(config, bus_cli::node::handle)`.
 pub fn handle(bus: &Bus, from: Peer, frame: Frame) {
+    respond(bus, from, frame, || 0);
+}
+
+/// Live client connections on every shard but `shard`.
+fn elsewhere(monitor: &Monitor, shard: u16) -> usize {
+    (0..monitor.count())
+        .filter(|&other| other != shard)
+        .map(|other| monitor.live_connections(other))
+        .sum()
+}
+
+/// Answers one frame; `remote` counts the clients of the other shards a
+/// broadcast is addressed to.
+fn respond(bus: &Bus, from: Peer, frame: Frame, remote: impl FnOnce() -> usize) {
     let Peer::Client(id) = from else { return };
     match frame.header().command_raw() {
         ECHO => {
@@ -38,8 +69,9 @@ pub fn handle(bus: &Bus, from: Peer, frame: Frame) {
             delivery.seal();
             let report = bus.broadcast(&delivery.freeze());
             // Addressed: every client the delivery was meant for, including
-            // those whose queue was full (best effort across shards).
-            let addressed = report.queued + report.queue_full;
+            // those whose queue (or shard inbox) was full; the other shards'
+            // share is their live count now (best effort across shards).
+            let addressed = report.queued + report.queue_full + remote();
             let _ = bus.send_to_client(id, broadcast_ack(request, addressed));
         }
         other => {

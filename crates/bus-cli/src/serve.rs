@@ -66,15 +66,21 @@ async fn serve(
         }
     };
     println!(
-        "{}: shutting down ({} connections, grace {:?})",
+        "{}: shutting down ({} connections on {} shards, grace {:?})",
         signal.name(),
-        node.bus().connection_count(),
+        node.connection_count(),
+        node.shard_count(),
         grace
     );
     let report = node.shutdown(grace).await;
+    let cancelled: usize = report.shards.iter().map(|s| s.bus.cancelled).sum();
     println!(
-        "stopped in {:.1?}: {} connections said goodbye, {} cancelled",
-        report.elapsed, report.connections, report.cancelled
+        "stopped in {:.1?}: {} connections said goodbye, {} cancelled, {} of {} shards stopped",
+        report.elapsed,
+        report.connections(),
+        cancelled,
+        report.threads_joined,
+        report.threads_joined + report.threads_left
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -118,17 +124,22 @@ fn summary(
     data_dir: &std::path::Path,
 ) -> String {
     let mut out = String::new();
+    let shards = node.shard_count();
     let _ = writeln!(
         out,
-        "bus {} node: 1 shard, I/O driver {driver}, config: {source}",
-        env!("CARGO_PKG_VERSION")
+        "bus {} node: {shards} shard{}, I/O driver {driver}, config: {source}",
+        env!("CARGO_PKG_VERSION"),
+        if shards == 1 { "" } else { "s" }
     );
-    if config.shards.count == 0 {
-        let _ = writeln!(
-            out,
-            "  shards: 1 (shards.count = 0 means one per core; this build runs one shard)"
-        );
-    }
+    let how = if config.shards.count == 0 {
+        "shards.count = 0: one per core"
+    } else {
+        "shards.count"
+    };
+    let _ = writeln!(
+        out,
+        "  shards: {shards} ({how}); tcp, tls, ws and wss accepted on shard 0 and served on every shard; quic served on shard 0"
+    );
     for l in node.listening() {
         let _ = writeln!(
             out,

@@ -1,9 +1,9 @@
 //! Which transports this binary has, which the config enables, and how each
-//! one is bound and handed to the bus.
+//! one is declared on the shards.
 //!
 //! This is the one file a new transport touches: add its cargo feature,
-//! return `true` from [`is_available`] under it, and bind its listener in
-//! [`serve`] (the config section is already parsed by `bus-config`). A
+//! return `true` from [`is_available`] under it, and declare its listener in
+//! [`declare`] (the config section is already parsed by `bus-config`). A
 //! transport that is not compiled in is simply absent: enabling it is a
 //! configuration error that says how to get it.
 #![cfg_attr(
@@ -18,7 +18,8 @@
 use std::net::SocketAddr;
 
 use bus_config::Config;
-use bus_core::{Bus, TransportKind};
+use bus_core::TransportKind;
+use bus_shard::ShardsBuilder;
 
 use crate::Error;
 
@@ -92,84 +93,66 @@ pub fn enabled(config: &Config) -> Vec<TransportKind> {
         .collect()
 }
 
-/// Binds `kind`'s listener as configured and has `bus` serve it; returns
-/// the bound address (the real port when configured with port 0).
-pub fn serve(
-    bus: &Bus,
+/// Declares `kind`'s listener on the shards, as configured. TCP, TLS, WS
+/// and WSS are delegated: shard 0 accepts plain TCP and each connection
+/// (its TLS handshake and WebSocket upgrade too) is served on the shard the
+/// placement policy picks. QUIC is served on shard 0: its connections stay
+/// there, and sends to them from other shards are forwarded. Binding
+/// happens when the shards start.
+pub fn declare(
+    builder: ShardsBuilder,
     config: &Config,
     kind: TransportKind,
     certs: &Certificates,
-) -> Result<SocketAddr, Error> {
-    let addr = listen_addr(config, kind);
-    let bind_error = |message: String| Error::Bind {
-        what: kind.to_string(),
-        addr,
-        message,
-    };
+) -> Result<ShardsBuilder, Error> {
     match kind {
         #[cfg(feature = "tcp")]
-        TransportKind::Tcp => {
-            use bus_core::transport::Listener;
-            let listener = bus_tcp::TcpListener::bind(&config.tcp_listener_config())
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
-        }
+        TransportKind::Tcp => Ok(builder.listen_tcp(config.tcp_listener_config())),
         #[cfg(feature = "tls")]
-        TransportKind::Tls => {
-            use bus_core::transport::Listener;
-            let tls = certs.server_tls()?;
-            let listener = bus_tls::TlsListener::bind(&config.tls_listener_config(), tls)
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
-        }
+        TransportKind::Tls => Ok(builder.listen(config.tls_listener_config(), certs.server_tls()?)),
         #[cfg(feature = "ws")]
         TransportKind::Ws => {
-            use bus_core::transport::Listener;
-            let listener = bus_ws::WsListener::bind(&config.ws_listener_config())
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
+            let settings = ws_settings(config, kind, config.ws_listener_config())?;
+            Ok(builder.listen(settings.tcp.clone(), bus_ws::WsAcceptor::new(&settings)))
         }
         #[cfg(feature = "wss")]
         TransportKind::Wss => {
-            use bus_core::transport::Listener;
-            let tls = certs.wss_tls()?;
-            let listener = bus_ws::WsListener::bind_tls(&config.wss_listener_config(), tls)
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
+            let settings = ws_settings(config, kind, config.wss_listener_config())?;
+            let acceptor = bus_ws::WsAcceptor::new_tls(&settings, certs.wss_tls()?)
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            Ok(builder.listen(settings.tcp.clone(), acceptor))
         }
         #[cfg(feature = "quic")]
         TransportKind::Quic => {
-            use bus_core::transport::Listener;
+            let settings = config.quic_listener_config();
             let tls = certs.server_tls()?;
-            let listener = bus_quic::QuicListener::bind(&config.quic_listener_config(), tls)
-                .map_err(|e| bind_error(error_cause(&e)))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| bind_error(e.to_string()))?;
-            bus.serve(listener)?;
-            Ok(bound)
+            Ok(builder.serve_on(0, move || bus_quic::QuicListener::bind(&settings, tls)))
         }
-        other => Err(Error::TransportNotAvailable {
-            transport: other,
-            how: format!("{other}.enabled"),
-        }),
+        other => {
+            let _ = (builder, config, certs);
+            Err(Error::TransportNotAvailable {
+                transport: other,
+                how: format!("{other}.enabled"),
+            })
+        }
     }
+}
+
+/// `settings`, checked: a WebSocket acceptor does not check them itself.
+#[cfg(feature = "ws")]
+fn ws_settings(
+    config: &Config,
+    kind: TransportKind,
+    settings: bus_ws::WsListenerConfig,
+) -> Result<bus_ws::WsListenerConfig, Error> {
+    settings
+        .validate(config.bus_config(0).max_message_size_bytes)
+        .map_err(|e| Error::Bind {
+            what: kind.to_string(),
+            addr: settings.tcp.listen,
+            message: e.to_string(),
+        })?;
+    Ok(settings)
 }
 
 /// The node's certificate for every TLS-based transport, loaded once (or
@@ -257,6 +240,10 @@ impl Certificates {
 
     /// Re-reads the certificate files for new handshakes; on error the
     /// current certificate stays. `Ok(false)` when nothing is loaded.
+    #[cfg_attr(
+        not(feature = "tls"),
+        allow(unused_mut, reason = "set only when TLS is built in")
+    )]
     pub fn reload(&self) -> Result<bool, Error> {
         let mut reloaded = false;
         #[cfg(feature = "tls")]
@@ -275,7 +262,7 @@ impl Certificates {
 
 /// The innermost cause of an error, without the "cannot listen on ADDR"
 /// prefix our own message already has.
-fn error_cause(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_cause(error: &dyn std::error::Error) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {
         cause = source;

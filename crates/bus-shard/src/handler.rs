@@ -5,16 +5,27 @@ use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use bus_core::{Bus, CloseReason, ConnectionInfo, Frame, Handler, Peer};
 
-use crate::link::Shared;
+use crate::{Monitor, link::Shared};
 
 /// What a handler factory learns about the shard it builds a handler for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ShardContext {
     /// This shard's index; the top 16 bits of every client id it mints.
     pub shard: u16,
     /// How many shards run.
     pub count: u16,
+    pub(crate) monitor: Monitor,
+}
+
+impl ShardContext {
+    /// A view of every shard, for the handler to keep: live connection
+    /// counts (atomic reads, fine on the hot path). Its blocking requests
+    /// ([`Monitor::stats`], [`Monitor::connections`]) must not be made from
+    /// a handler.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
 }
 
 /// Wraps the application's handler to keep the shard's live-connection

@@ -51,6 +51,8 @@ pub(crate) struct Handoff {
 pub(crate) enum Control {
     /// Reply with a stats snapshot.
     Stats(std::sync::mpsc::SyncSender<ShardStats>),
+    /// Reply with a snapshot of every live connection.
+    Connections(std::sync::mpsc::SyncSender<Vec<bus_core::ConnectionSnapshot>>),
 }
 
 /// Counters one shard shares with the others. Touched once per connection

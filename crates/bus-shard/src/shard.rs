@@ -39,6 +39,7 @@ use crate::{
     config::{ACCEPT_ERROR_BACKOFF, DROP_SHUTDOWN_GRACE, INBOX_BATCH_MESSAGES, Placement},
     handler::{ShardContext, ShardHandler},
     link::{Control, Handoff, Link, Links, Mailbox, Message, PendingGuard, forward},
+    monitor::Monitor,
     placement::Placer,
     stats::{ShardExit, ShardStats},
     transport::Install,
@@ -152,7 +153,11 @@ where
     };
     let me = &links[usize::from(shard)];
     let handler = ShardHandler {
-        inner: factory(&ShardContext { shard, count }),
+        inner: factory(&ShardContext {
+            shard,
+            count,
+            monitor: Monitor::new(links.clone()),
+        }),
         shared: me.shared.clone(),
     };
     bus_config.shard = shard;
@@ -301,6 +306,9 @@ async fn mailbox_loop(
             request = control.next() => match request {
                 Some(Control::Stats(reply)) => {
                     let _ = reply.try_send(snapshot(bus, me, counters));
+                }
+                Some(Control::Connections(reply)) => {
+                    let _ = reply.try_send(bus.connections());
                 }
                 None => {}
             },

@@ -13,9 +13,10 @@ use bus_tcp::TcpListenerConfig;
 
 use crate::{
     ShardError,
-    config::{SHUTDOWN_MARGIN, STARTUP_TIMEOUT, STATS_TIMEOUT, ShardsConfig},
+    config::{SHUTDOWN_MARGIN, STARTUP_TIMEOUT, ShardsConfig},
     handler::ShardContext,
-    link::{self, Control, Links, Message},
+    link::{self, Links, Message},
+    monitor::Monitor,
     shard::{self, Delegated, LocalListener, Ready, Seed},
     stats::{ShardExit, ShardStats, ShardsShutdownReport},
     transport::{DelegatedTransport, Install, Tcp},
@@ -326,38 +327,18 @@ impl Shards {
 
     /// A snapshot of every shard's counters, in shard order.
     ///
-    /// Blocks the calling thread for at most [`STATS_TIMEOUT`]. Do not call
+    /// Blocks the calling thread for at most [`STATS_TIMEOUT`](crate::config::STATS_TIMEOUT). Do not call
     /// it from a shard's own thread (a handler): that shard cannot answer
     /// while it waits, so the call would time out. A handler reads its own
     /// shard with `Bus::stats`.
     pub fn stats(&self) -> Result<Vec<ShardStats>, ShardError> {
-        let deadline = Instant::now() + STATS_TIMEOUT;
-        let mut replies = Vec::with_capacity(self.links.len());
-        for (shard, link) in (0..).zip(self.links.iter()) {
-            let (tx, rx) = mpsc::sync_channel(1);
-            match link.control.try_send(Control::Stats(tx)) {
-                Ok(()) => replies.push((shard, rx)),
-                Err(async_channel::TrySendError::Full(_)) => {
-                    return Err(ShardError::Busy { shard });
-                }
-                Err(async_channel::TrySendError::Closed(_)) => {
-                    return Err(ShardError::Stopped { shard });
-                }
-            }
-        }
-        replies
-            .into_iter()
-            .map(|(shard, rx)| {
-                rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .map_err(|e| match e {
-                        mpsc::RecvTimeoutError::Timeout => ShardError::Timeout {
-                            shard,
-                            timeout: STATS_TIMEOUT,
-                        },
-                        mpsc::RecvTimeoutError::Disconnected => ShardError::Stopped { shard },
-                    })
-            })
-            .collect()
+        self.monitor().stats()
+    }
+
+    /// A view of the shards that can be cloned and sent to other threads:
+    /// live connection counts, stats and connection listings.
+    pub fn monitor(&self) -> Monitor {
+        Monitor::new(self.links.clone())
     }
 
     /// Shuts every shard down and joins their threads.

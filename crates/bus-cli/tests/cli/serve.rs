@@ -33,6 +33,11 @@ async fn serve_answers_echo_and_broadcast_over_tcp() {
     )
     .await
     .expect("connect b");
+    // TCP has no handshake: `b` is registered (on whichever shard it was
+    // handed to) once it has had a reply.
+    within("echo b", b.request(frame(ECHO, b"b")))
+        .await
+        .expect("echo b");
 
     let mut echo = frame(ECHO, b"hello node");
     echo.header_mut().set_view(7);
@@ -270,4 +275,96 @@ async fn sighup_reloads_without_stopping_the_node() {
     node.signal(libc::SIGTERM);
     let status = node.wait_exit(Duration::from_secs(8) + STEP);
     assert!(status.success(), "exit status {status}");
+}
+
+/// `bus serve --shards 2`: clients land on both shards (their ids carry
+/// the shard, spec §5, as `/connz` shows), a Broadcast reaches every one of
+/// them and its ack counts them all, and SIGTERM says Goodbye to each
+/// before a clean exit.
+#[compio::test]
+async fn two_shards_broadcast_to_every_client_and_stop_together() {
+    const CLIENTS: usize = 4;
+    let mut node = ServeProcess::start(&[
+        "--shards",
+        "2",
+        "--tcp",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = within(
+            "connect",
+            Client::connect(&node.url(), ClientOptions::default()),
+        )
+        .await
+        .expect("connect");
+        // Registered on its shard once it has had a reply.
+        within("echo", client.request(frame(ECHO, b"x")))
+            .await
+            .expect("echo");
+        clients.push(client);
+    }
+
+    // Every connection is listed under the shard its id names, and both
+    // shards serve some.
+    let (status, connz) = crate::common::http_get(node.admin.expect("admin"), "/connz");
+    assert_eq!(status, 200);
+    let connz: serde_json::Value = serde_json::from_str(&connz).expect("connz JSON");
+    assert_eq!(connz["connections"], CLIENTS, "{connz}");
+    let shards = connz["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 2, "{connz}");
+    for shard in shards {
+        let index = shard["shard"].as_u64().expect("shard index");
+        let listed = shard["connections"].as_array().expect("connections");
+        assert!(
+            !listed.is_empty(),
+            "shard {index} serves no client: {connz}"
+        );
+        for connection in listed {
+            let id = connection["id"].as_str().expect("id");
+            let id = u128::from_str_radix(id.trim_start_matches("0x"), 16).expect("hex id");
+            assert_eq!(u64::try_from(id >> 112).ok(), Some(index), "{connz}");
+        }
+    }
+
+    let ack = within(
+        "broadcast",
+        clients[0].request(frame(BROADCAST, b"to every shard")),
+    )
+    .await
+    .expect("broadcast ack");
+    assert_eq!(ack.header().command_raw(), BROADCAST_ACK);
+    assert_eq!(
+        usize::try_from(broadcast_ack_count(&ack)).ok(),
+        Some(CLIENTS),
+        "every client on both shards addressed"
+    );
+    for (i, client) in clients.iter().enumerate() {
+        let delivery = within("delivery", client.recv()).await.expect("delivery");
+        assert_eq!(delivery.header().command_raw(), DELIVERY, "client {i}");
+        assert_eq!(delivery.body(), b"to every shard", "client {i}");
+    }
+
+    node.signal(libc::SIGTERM);
+    for (i, client) in clients.iter().enumerate() {
+        assert!(
+            within("closed", client.recv()).await.is_none(),
+            "client {i} still open"
+        );
+        let err = client
+            .request(frame(ECHO, b"y"))
+            .await
+            .expect_err("closed by the node");
+        assert_eq!(
+            err.goodbye_reason(),
+            Some(GoodbyeReason::ShuttingDown),
+            "client {i}: {err}"
+        );
+    }
+    let status = node.wait_exit(Duration::from_secs(10) + STEP);
+    assert!(status.success(), "exit status {status}");
+    let stopped = node.wait_line("stopped in");
+    assert!(stopped.contains("2 of 2 shards stopped"), "{stopped}");
 }

@@ -35,6 +35,14 @@ async fn serve_over_tls_with_a_generated_certificate_and_broadcast_across_transp
     )
     .await
     .expect("tcp connect");
+    // Plain TCP has no handshake: `plain` is registered (on whichever shard
+    // it was handed to) once it has had a reply.
+    within(
+        "tcp echo",
+        plain.request(FrameMut::with_body(Command::from_u8(ECHO), b"x")),
+    )
+    .await
+    .expect("tcp echo");
     let reply = within(
         "echo",
         secure.request(FrameMut::with_body(Command::from_u8(ECHO), b"over tls")),
