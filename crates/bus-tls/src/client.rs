@@ -208,9 +208,11 @@ impl Connection for TlsOutgoing {
             .handshake(self.tcp.into_stream())
             .await
             .map_err(|err| Error::Handshake(format!("TLS: {err}")))?;
-        let mut info = ConnectionInfo::new(TransportKind::Tls, peer);
-        info.identity = session.peer_identity();
-        let (reader, writer) = frame_halves(session, limits, read_buffer_bytes);
-        Ok((reader, writer, info))
+        Ok(stream::established(
+            session,
+            peer,
+            limits,
+            read_buffer_bytes,
+        ))
     }
 }

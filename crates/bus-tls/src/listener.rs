@@ -5,7 +5,7 @@
 use std::{io, net::SocketAddr};
 
 use bus_core::{
-    DecodeLimits, Decoder, Error,
+    DecodeLimits, Error,
     transport::{Connection, ConnectionInfo, Listener, TransportKind},
 };
 use bus_tcp::{TcpConnection, TcpListenerConfig};
@@ -101,9 +101,11 @@ impl Connection for TlsIncoming {
             .accept(self.tcp.into_stream(), read_buffer_bytes)
             .await
             .map_err(|err| Error::Handshake(format!("TLS: {err}")))?;
-        let mut info = ConnectionInfo::new(TransportKind::Tls, peer);
-        info.identity = session.peer_identity();
-        let (reader, writer) = stream::split(session, Decoder::new(limits), read_buffer_bytes);
-        Ok((reader, writer, info))
+        Ok(stream::established(
+            session,
+            peer,
+            limits,
+            read_buffer_bytes,
+        ))
     }
 }

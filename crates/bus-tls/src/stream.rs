@@ -183,6 +183,21 @@ pub(crate) fn split(
     (reader, TlsWriter { stream: shared })
 }
 
+/// What `establish` returns for a session whose handshake just finished,
+/// on either side: the halves, and the metadata with the peer's verified
+/// identity.
+pub(crate) fn established(
+    session: TlsStream<TcpStream>,
+    peer: std::net::SocketAddr,
+    limits: bus_core::DecodeLimits,
+    read_buffer_bytes: usize,
+) -> (TlsReader, TlsWriter, bus_core::ConnectionInfo) {
+    let mut info = bus_core::ConnectionInfo::new(bus_core::TransportKind::Tls, peer);
+    info.identity = session.peer_identity();
+    let (reader, writer) = split(session, Decoder::new(limits), read_buffer_bytes);
+    (reader, writer, info)
+}
+
 /// Polls `f` with the session borrowed for the duration of one poll only.
 fn with_stream<T>(
     stream: &Shared,
