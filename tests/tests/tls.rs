@@ -97,6 +97,8 @@ async fn client_offering_only_h2_is_refused() {
         .await
         .expect_err("ALPN without bus.v1 is refused");
     assert!(matches!(err, TlsError::Handshake { .. }), "{err}");
+    // The server says why: its alert reaches the client.
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
     assert_refused(&node).await;
     stop(&node).await;
 }

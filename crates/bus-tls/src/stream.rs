@@ -41,18 +41,82 @@ const MAX_IOV: usize = 64;
 /// they grow only while one TLS record or one flush needs more room.
 const ADAPTER_GROWTH: usize = 4;
 
-/// The socket under rustls: compio's adapter to the `futures-io` traits.
-pub(crate) type Io<S> = Pin<Box<AsyncStream<S>>>;
+/// The socket under rustls: compio's adapter to the `futures-io` traits,
+/// with a vectored write that takes every slice the adapter's buffer
+/// accepts. (The adapter's own takes only the first slice, and rustls
+/// writes its queued records with one vectored call: after a failed
+/// handshake, that lost the alert behind the first record.)
+pub(crate) struct Io<S: Splittable>(Pin<Box<AsyncStream<S>>>);
 
 /// Wraps a socket in the adapter with `buffer_bytes` of read and write
 /// buffer.
 pub(crate) fn adapt<S: Splittable>(stream: S, buffer_bytes: usize) -> Io<S> {
     let base = buffer_bytes.max(crate::MIN_BUFFER_BYTES);
-    Box::pin(AsyncStream::with_limits(
+    Io(Box::pin(AsyncStream::with_limits(
         base,
         base.saturating_mul(ADAPTER_GROWTH),
         stream,
-    ))
+    )))
+}
+
+impl<S> AsyncRead for Io<S>
+where
+    S: Splittable + 'static,
+    S::ReadHalf: CompioRead + Unpin,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl<S> AsyncWrite for Io<S>
+where
+    S: Splittable + 'static,
+    S::WriteHalf: CompioWrite + Unpin,
+{
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.as_mut().poll_write(cx, buf)
+    }
+
+    /// Writes slices in order while the adapter takes them whole; reports
+    /// what was taken (a partial slice ends the call).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut taken = 0;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            match self.0.as_mut().poll_write(cx, buf) {
+                Poll::Ready(Ok(n)) => {
+                    taken += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(err)) if taken == 0 => return Poll::Ready(Err(err)),
+                Poll::Pending if taken == 0 => return Poll::Pending,
+                Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_close(cx)
+    }
 }
 
 /// After a failed handshake: pushes out the alert rustls queued (it sits in
@@ -113,7 +177,7 @@ impl<S: Splittable> TlsStream<S> {
 
     /// The underlying socket's halves.
     pub fn get_ref(&self) -> (&S::ReadHalf, &S::WriteHalf) {
-        self.inner.get_ref().0.get_ref()
+        self.inner.get_ref().0.0.get_ref()
     }
 }
 
