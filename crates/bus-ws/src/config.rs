@@ -155,13 +155,7 @@ impl WsListenerConfig {
     /// Checks the path and the limits against the bus's
     /// `max_message_size_bytes` (the size chain).
     pub fn validate(&self, max_message_size_bytes: u32) -> Result<(), WsError> {
-        if !self.path.starts_with('/') {
-            return Err(WsError::config(
-                "path",
-                format!("{:?}", self.path),
-                "a path starting with \"/\"",
-            ));
-        }
+        validate_path(&self.path)?;
         self.limits.validate(max_message_size_bytes)
     }
 }
@@ -198,13 +192,7 @@ impl WsConnectorConfig {
     /// Checks the path and the limits against `max_message_size_bytes`, the
     /// largest frame this client accepts.
     pub fn validate(&self, max_message_size_bytes: u32) -> Result<(), WsError> {
-        if !self.path.starts_with('/') {
-            return Err(WsError::config(
-                "path",
-                format!("{:?}", self.path),
-                "a path starting with \"/\"",
-            ));
-        }
+        validate_path(&self.path)?;
         self.limits.validate(max_message_size_bytes)
     }
 
@@ -212,6 +200,18 @@ impl WsConnectorConfig {
     pub fn connect_timeout(&self) -> Duration {
         self.tcp.connect_timeout
     }
+}
+
+/// An upgrade path must be absolute.
+fn validate_path(path: &str) -> Result<(), WsError> {
+    if path.starts_with('/') {
+        return Ok(());
+    }
+    Err(WsError::config(
+        "path",
+        format!("{path:?}"),
+        "a path starting with \"/\"",
+    ))
 }
 
 #[cfg(test)]
