@@ -65,12 +65,28 @@ pub async fn yield_now() {
     .await;
 }
 
+/// Instantiates the named scenarios of module `$module` of this crate as
+/// `#[compio::test]`s for one transport. The suites below list their
+/// scenarios through it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! instantiate_scenarios {
+    ($module:ident, $transport:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[compio::test]
+            async fn $name() {
+                $crate::$module::$name::<$transport>().await;
+            }
+        )*
+    };
+}
+
 /// Instantiates every transport-independent scenario of
 /// [`scenarios`] as a `#[compio::test]` for one transport.
 #[macro_export]
 macro_rules! transport_suite {
     ($transport:ty) => {
-        $crate::transport_suite!(@tests $transport;
+        $crate::instantiate_scenarios!(scenarios, $transport;
             round_trip_256_bytes,
             round_trip_64_kib,
             round_trip_1_mib,
@@ -99,13 +115,5 @@ macro_rules! transport_suite {
             close_client_sends_goodbye_evicted,
             idle_timeout_closes_silent_connection,
         );
-    };
-    (@tests $transport:ty; $($name:ident),* $(,)?) => {
-        $(
-            #[compio::test]
-            async fn $name() {
-                $crate::scenarios::$name::<$transport>().await;
-            }
-        )*
     };
 }

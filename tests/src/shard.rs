@@ -897,7 +897,7 @@ pub async fn shutdown_delivers_what_the_inboxes_accepted_before_the_goodbye<T: S
 #[macro_export]
 macro_rules! shard_suite {
     ($transport:ty) => {
-        $crate::shard_suite!(@tests $transport;
+        $crate::instantiate_scenarios!(shard, $transport;
             round_robin_places_100_clients_25_per_shard_and_handshakes_on_the_owner,
             shard0_takes_no_clients_when_configured,
             least_connections_fills_the_emptiest_shard_first,
@@ -908,13 +908,5 @@ macro_rules! shard_suite {
             graceful_shutdown_says_goodbye_to_every_client_and_joins_every_thread,
             shutdown_delivers_what_the_inboxes_accepted_before_the_goodbye,
         );
-    };
-    (@tests $transport:ty; $($name:ident),* $(,)?) => {
-        $(
-            #[compio::test]
-            async fn $name() {
-                $crate::shard::$name::<$transport>().await;
-            }
-        )*
     };
 }

@@ -405,7 +405,7 @@ pub async fn crate_client_exchanges_frames_with_a_bus<T: WsTransport>() {
 #[macro_export]
 macro_rules! websocket_suite {
     ($transport:ty) => {
-        $crate::websocket_suite!(@tests $transport;
+        $crate::instantiate_scenarios!(websocket, $transport;
             missing_subprotocol_gets_400,
             wrong_subprotocol_gets_400,
             wrong_path_gets_404,
@@ -420,13 +420,5 @@ macro_rules! websocket_suite {
             requests_and_replies_flow_at_the_same_time,
             crate_client_exchanges_frames_with_a_bus,
         );
-    };
-    (@tests $transport:ty; $($name:ident),* $(,)?) => {
-        $(
-            #[compio::test]
-            async fn $name() {
-                $crate::websocket::$name::<$transport>().await;
-            }
-        )*
     };
 }
