@@ -9,7 +9,8 @@ use async_tungstenite::tungstenite::{
     protocol::{CloseFrame, WebSocketConfig},
 };
 use bus_core::{
-    Command, DecodeLimits, Error, Frame, Goodbye, GoodbyeReason, limits::PROTOCOL_ID, read_frame,
+    ByteBuf, ByteSource, Command, DecodeLimits, Decoder, Error, Frame, Goodbye, GoodbyeReason,
+    StreamReader, limits::PROTOCOL_ID, transport::FrameReader as _,
 };
 use compio::{
     BufResult,
@@ -88,6 +89,7 @@ pub trait RawClient {
 #[derive(Debug)]
 pub struct TcpClient {
     stream: TcpStream,
+    reader: StreamReader<bus_tcp::TcpSource>,
 }
 
 impl TcpClient {
@@ -100,7 +102,16 @@ impl TcpClient {
             .await
             .expect("tcp connect");
         stream.set_nodelay(true).expect("nodelay");
-        Self { stream }
+        Self::new(stream)
+    }
+
+    /// Wraps a connected socket.
+    pub fn new(stream: TcpStream) -> Self {
+        let reader = StreamReader::new(
+            bus_tcp::TcpSource::new(stream.clone()),
+            Decoder::new(CLIENT_LIMITS),
+        );
+        Self { stream, reader }
     }
 
     /// The socket, for tests that need it.
@@ -121,11 +132,7 @@ impl RawClient for TcpClient {
     }
 
     async fn recv(&mut self) -> Result<Frame, Error> {
-        within(
-            "a frame from the server",
-            read_frame(&mut self.stream, CLIENT_LIMITS),
-        )
-        .await
+        within("a frame from the server", self.reader.read_frame()).await
     }
 
     async fn close(&mut self) {
@@ -156,25 +163,33 @@ pub async fn drain_tcp(stream: &mut TcpStream) -> usize {
     }
 }
 
+/// A `futures-io` stream as a byte source (test clients read and write
+/// one session in turn, never at once).
+#[derive(Debug)]
+pub struct FuturesSource<S>(pub S);
+
+impl<S: futures_util::AsyncRead + Unpin + 'static> ByteSource for FuturesSource<S> {
+    /// Reads plaintext; futures-rustls maps a clean close (`close_notify`)
+    /// to `Ok(0)` and a truncation (FIN without it) to `UnexpectedEof`.
+    async fn read_into(&mut self, buf: &mut ByteBuf) -> std::io::Result<usize> {
+        use futures_util::AsyncReadExt;
+        let n = self.0.read(buf.spare_mut()).await?;
+        buf.advance(n);
+        Ok(n)
+    }
+}
+
 /// A raw TLS client over `bus_tls::TlsStream`.
 #[derive(Debug)]
 pub struct TlsClient {
-    stream: bus_tls::TlsStream,
-    decoder: bus_core::Decoder,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    reader: StreamReader<FuturesSource<bus_tls::TlsStream>>,
 }
 
 impl TlsClient {
     /// Wraps an established session.
     pub fn new(stream: bus_tls::TlsStream) -> Self {
         Self {
-            stream,
-            decoder: bus_core::Decoder::new(CLIENT_LIMITS),
-            buf: vec![0; 64 * 1024],
-            start: 0,
-            end: 0,
+            reader: StreamReader::new(FuturesSource(stream), Decoder::new(CLIENT_LIMITS)),
         }
     }
 
@@ -191,56 +206,29 @@ impl TlsClient {
 
     /// The session, for tests that inspect it.
     pub fn session(&self) -> &bus_tls::TlsStream {
-        &self.stream
-    }
-
-    /// Reads plaintext, mapping a clean close (`close_notify`) to `Ok(0)`
-    /// and a truncation (FIN without `close_notify`) to `UnexpectedEof`.
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        use futures_util::AsyncReadExt;
-        self.start = 0;
-        self.end = self.stream.read(&mut self.buf).await?;
-        Ok(self.end)
+        &self.reader.source().0
     }
 }
 
 impl RawClient for TlsClient {
     async fn send_raw(&mut self, bytes: &[u8]) {
         use futures_util::AsyncWriteExt;
+        let stream = &mut self.reader.source_mut().0;
         within("tls write", async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
+            stream.write_all(bytes).await?;
+            stream.flush().await
         })
         .await
         .expect("tls write");
     }
 
     async fn recv(&mut self) -> Result<Frame, Error> {
-        within("a frame from the server", async {
-            loop {
-                if self.start < self.end {
-                    let mut input = &self.buf[self.start..self.end];
-                    let decoded = self.decoder.decode(&mut input);
-                    self.start = self.end - input.len();
-                    if let Some(frame) = decoded? {
-                        return Ok(frame);
-                    }
-                    continue;
-                }
-                match self.fill().await {
-                    Ok(0) if self.decoder.is_between_frames() => return Err(Error::Closed),
-                    Ok(0) => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                    Ok(_) => {}
-                    Err(e) => return Err(Error::Io(e)),
-                }
-            }
-        })
-        .await
+        within("a frame from the server", self.reader.read_frame()).await
     }
 
     async fn close(&mut self) {
         use futures_util::AsyncWriteExt;
-        let _ = within("tls close", self.stream.close()).await;
+        let _ = within("tls close", self.reader.source_mut().0.close()).await;
     }
 }
 

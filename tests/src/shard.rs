@@ -18,8 +18,8 @@ use std::{
 
 use async_channel::{Receiver, Sender};
 use bus_core::{
-    Bus, BusConfig, ClientId, CloseReason, Command, ConnectionInfo, DecodeLimits, Error, Frame,
-    FrameMut, GoodbyeReason, Handler, Peer, SendError,
+    Bus, BusConfig, ClientId, CloseReason, Command, ConnectionInfo, Error, Frame, FrameMut,
+    GoodbyeReason, Handler, Peer, ReadSettings, SendError,
     transport::{Connection, TransportKind},
 };
 use bus_shard::{
@@ -390,15 +390,14 @@ impl<C: Connection> Connection for ProbedConnection<C> {
 
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error> {
         let thread = std::thread::current().name().unwrap_or("?").to_owned();
         let peer = self.0.peer_addr();
         self.1
             .try_send(Event::Established { peer, thread })
             .expect("event channel");
-        self.0.establish(limits, read_buffer_bytes).await
+        self.0.establish(reading).await
     }
 }
 

@@ -5,7 +5,7 @@
 use std::{io, net::SocketAddr};
 
 use bus_core::{
-    DecodeLimits, Error, Frame, GoodbyeReason,
+    Error, Frame, GoodbyeReason, ReadSettings,
     transport::{Connection, ConnectionInfo, FrameWriter, Listener, TransportKind},
 };
 use compio::BufResult;
@@ -264,10 +264,9 @@ impl<C: Connection> Connection for PanicConnection<C> {
 
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error> {
-        let (r, w, info) = self.0.establish(limits, read_buffer_bytes).await?;
+        let (r, w, info) = self.0.establish(reading).await?;
         Ok((r, PanicWriter(w), info))
     }
 }

@@ -373,10 +373,12 @@ pub async fn crate_client_exchanges_frames_with_a_bus<T: WsTransport>() {
     let connection = T::dial(node.addr).await;
     assert_eq!(connection.transport(), T::KIND);
     let limits = crate::client::CLIENT_LIMITS;
-    let (mut reader, mut writer, info) =
-        within("client establish", connection.establish(limits, 0))
-            .await
-            .expect("establish");
+    let (mut reader, mut writer, info) = within(
+        "client establish",
+        connection.establish(bus_core::ReadSettings::new(limits)),
+    )
+    .await
+    .expect("establish");
     assert_eq!(info.transport, T::KIND);
     let peer = node.events.connected().await;
     let batch = vec![app(ECHO, 1, 10), app(ECHO, 2, 70_000)];

@@ -314,7 +314,10 @@ async fn the_library_client_opens_its_stream_with_a_ping() {
     let client = Quic::client();
     let (mut reader, mut writer, info) = within(
         "connect",
-        client.connect(node.addr, bus_tests::client::CLIENT_LIMITS, 64 * 1024),
+        client.connect(
+            node.addr,
+            &bus_core::ReadSettings::new(bus_tests::client::CLIENT_LIMITS),
+        ),
     )
     .await
     .expect("connect");

@@ -228,7 +228,10 @@ async fn read_cancelled_while_pending_loses_nothing() {
     };
     let (mut reader, _writer, _) = within(
         "handshake",
-        bus_core::transport::Connection::establish(incoming, limits, 4096),
+        bus_core::transport::Connection::establish(
+            incoming,
+            bus_core::ReadSettings::new(limits).read_buffer(4096),
+        ),
     )
     .await
     .expect("handshake");

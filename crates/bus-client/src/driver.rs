@@ -277,8 +277,7 @@ impl<R: bus_core::transport::FrameReader, W: bus_core::transport::FrameWriter> C
 
     async fn establish(
         self,
-        _limits: DecodeLimits,
-        _read_buffer_bytes: usize,
+        _reading: bus_core::ReadSettings,
     ) -> Result<(R, W, bus_core::ConnectionInfo), bus_core::Error> {
         Ok((self.reader, self.writer, self.info))
     }
@@ -306,7 +305,8 @@ async fn dial_quic(
     };
     let mut last = None;
     for addr in resolve(inner).await? {
-        match quic.connect(addr, limits, options.read_buffer_bytes).await {
+        let reading = bus_core::ReadSettings::new(limits).read_buffer(options.read_buffer_bytes);
+        match quic.connect(addr, &reading).await {
             Ok((reader, writer, info)) => {
                 return Ok(Opened {
                     reader,
@@ -416,7 +416,8 @@ async fn run_session<C: Connection>(
         max_message_size_bytes: options.max_message_size_bytes,
         require_sealed: false,
     };
-    let handshake = connection.establish(limits, options.read_buffer_bytes);
+    let handshake = connection
+        .establish(bus_core::ReadSettings::new(limits).read_buffer(options.read_buffer_bytes));
     let (mut reader, mut writer, _info) =
         match time::timeout(options.handshake_timeout, handshake).await {
             Ok(Ok(established)) => established,

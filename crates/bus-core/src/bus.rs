@@ -14,16 +14,21 @@ use std::{
 };
 
 use crate::{
+    budget::InboundBudget,
     buf::Frame,
     config::BusConfig,
-    conn::{CloseReason, Closing, Conn},
+    conn::Conn,
     driver,
     error::{Error, SendError},
+    framing::DecodeLimits,
     goodbye::GoodbyeReason,
-    id::{ClientId, IdMinter, Peer},
+    id::{ClientId, IdHash, IdMinter, Peer},
+    limits::SHUTDOWN_SETTLE,
+    queue::QueueBounds,
+    state::{CloseReason, ConnCore, CoreConfig},
     stats::{BusCounters, BusStats, ConnectionStats, bump},
     tasks::TaskSet,
-    transport::{Connection, ConnectionInfo, Listener},
+    transport::{Connection, ConnectionInfo, Listener, ReadSettings},
 };
 
 /// The application's side of the bus.
@@ -119,13 +124,52 @@ pub struct ConnectionSnapshot {
     pub closing: bool,
 }
 
+impl Inner {
+    /// How connections of this bus read (replica connections may require
+    /// sealed frames).
+    pub(crate) fn read_settings(&self, replica: bool) -> ReadSettings {
+        let config = &self.config;
+        let limits = DecodeLimits {
+            max_message_size_bytes: config.max_message_size_bytes,
+            require_sealed: if replica {
+                config.require_sealed_replicas
+            } else {
+                config.require_sealed_clients
+            },
+        };
+        ReadSettings::new(limits)
+            .read_buffer(config.read_buffer_bytes)
+            .budget(self.budget.clone())
+    }
+
+    /// The connection core's configuration; `client` is the id stamped into
+    /// a client's frames.
+    fn core_config(&self, client: Option<ClientId>) -> CoreConfig {
+        let config = &self.config;
+        CoreConfig {
+            queue: QueueBounds {
+                frames: config.queue_capacity_frames,
+                bytes: config.queue_capacity_bytes,
+            },
+            slow_consumer: config.slow_consumer,
+            close_grace: config.close_grace,
+            close_peer_timeout: config.close_peer_timeout,
+            idle_timeout: config.idle_timeout,
+            // Replica connections are authenticated before they get here.
+            first_frame_grace: client.map(|_| config.handshake_grace),
+            stamp_client: client.map(ClientId::as_raw),
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) config: BusConfig,
     pub(crate) handler: Rc<dyn Handler>,
     state: Cell<BusState>,
     minter: IdMinter,
-    clients: RefCell<HashMap<ClientId, Rc<Conn>>>,
+    clients: RefCell<HashMap<ClientId, Rc<Conn>, IdHash>>,
     replicas: RefCell<HashMap<u8, Rc<Conn>>>,
+    budget: InboundBudget,
     forwarder: RefCell<Option<Rc<dyn Forwarder>>>,
     /// Accept loops and connections still in their handshake.
     pub(crate) intake: TaskSet,
@@ -155,6 +199,18 @@ impl Bus {
     /// A bus for this shard. Must be called inside a compio runtime before
     /// any connection is served.
     pub fn new(config: BusConfig, handler: impl Handler) -> Result<Self, Error> {
+        let budget = InboundBudget::new(config.inbound_budget_bytes);
+        Self::with_budget(config, handler, budget)
+    }
+
+    /// A bus for this shard whose partly received large frames are
+    /// reserved from `budget`, shared with other shards of the node (see
+    /// [`InboundBudget`]). `config.inbound_budget_bytes` is not used.
+    pub fn with_budget(
+        config: BusConfig,
+        handler: impl Handler,
+        budget: InboundBudget,
+    ) -> Result<Self, Error> {
         config.validate()?;
         Ok(Self {
             inner: Rc::new(Inner {
@@ -164,6 +220,7 @@ impl Bus {
                 state: Cell::new(BusState::Running),
                 clients: RefCell::default(),
                 replicas: RefCell::default(),
+                budget,
                 forwarder: RefCell::default(),
                 intake: TaskSet::default(),
                 connections: TaskSet::default(),
@@ -293,16 +350,6 @@ impl Bus {
         let result = conn.enqueue(frame);
         if result == Err(SendError::QueueFull) {
             bump(&self.inner.counters.queue_full, 1);
-            if self.inner.config.slow_consumer == crate::SlowConsumerPolicy::Disconnect {
-                let closing = Closing {
-                    goodbye: Some((
-                        GoodbyeReason::SlowConsumer,
-                        "outbound queue overflowed".into(),
-                    )),
-                    flush: true,
-                };
-                conn.begin_close(closing, CloseReason::Closed(GoodbyeReason::SlowConsumer));
-            }
         }
         result
     }
@@ -316,13 +363,14 @@ impl Bus {
         reason: GoodbyeReason,
         detail: &str,
     ) -> Result<(), SendError> {
-        let clients = self.inner.clients.borrow();
-        let conn = clients.get(&id).ok_or(SendError::NotConnected)?;
-        let closing = Closing {
-            goodbye: Some((reason, detail.to_owned())),
-            flush: true,
-        };
-        if conn.begin_close(closing, CloseReason::Closed(reason)) {
+        let conn = self
+            .inner
+            .clients
+            .borrow()
+            .get(&id)
+            .cloned()
+            .ok_or(SendError::NotConnected)?;
+        if conn.close(reason, detail, CloseReason::Closed(reason)) {
             Ok(())
         } else {
             Err(SendError::NotConnected)
@@ -366,6 +414,7 @@ impl Bus {
             write_batches: c.write_batches.get(),
             queue_full: c.queue_full.get(),
             frames_dropped: c.frames_dropped.get(),
+            inbound_budget_available: self.inner.budget.available(),
             handler_panics: c.handler_panics.get(),
             connection_panics: c.connection_panics.get(),
             goodbyes_sent: std::array::from_fn(|i| c.goodbyes_sent[i].get()),
@@ -401,21 +450,18 @@ impl Bus {
         let conns = self.all_conns();
         report.connections = conns.len();
         for conn in &conns {
-            let closing = Closing {
-                goodbye: Some((GoodbyeReason::ShuttingDown, "node shutting down".into())),
-                flush: true,
-            };
-            conn.begin_close(closing, CloseReason::Closed(GoodbyeReason::ShuttingDown));
+            let reason = GoodbyeReason::ShuttingDown;
+            conn.close(reason, "node shutting down", CloseReason::Closed(reason));
         }
         drop(conns);
         if !inner.connections.wait_idle(deadline).await {
             for conn in self.all_conns() {
-                conn.cancelled.set(true);
+                conn.core.borrow_mut().task_cancelling();
             }
             report.cancelled += inner.connections.cancel_all();
         }
         // Cancellation completes on compio's next turn; bound that wait too.
-        let settle = Instant::now() + Duration::from_millis(500);
+        let settle = Instant::now() + SHUTDOWN_SETTLE;
         inner.intake.wait_idle(settle).await;
         inner.connections.wait_idle(settle).await;
         report.tasks_left = inner.intake.len() + inner.connections.len();
@@ -430,36 +476,39 @@ impl Bus {
         clients.values().chain(replicas.values()).cloned().collect()
     }
 
-    /// Registers an established connection; `None` when shutting down.
-    pub(crate) fn register(&self, replica: Option<u8>, info: ConnectionInfo) -> Option<Rc<Conn>> {
+    /// Registers an established connection accepted at `accepted`; `None`
+    /// when shutting down.
+    pub(crate) fn register(
+        &self,
+        replica: Option<u8>,
+        info: ConnectionInfo,
+        accepted: Instant,
+    ) -> Option<Rc<Conn>> {
         if self.is_shutting_down() {
             return None;
         }
-        let capacity = self.inner.config.queue_capacity_frames;
+        let inner = &self.inner;
         let conn = match replica {
             None => {
-                let id = self.inner.minter.mint();
-                let conn = Rc::new(Conn::new(Peer::Client(id), info, capacity));
-                self.inner.clients.borrow_mut().insert(id, conn.clone());
+                let id = inner.minter.mint();
+                let core = ConnCore::new(inner.core_config(Some(id)), accepted);
+                let conn = Rc::new(Conn::new(Peer::Client(id), info, core));
+                inner.clients.borrow_mut().insert(id, conn.clone());
                 conn
             }
             Some(r) => {
-                let conn = Rc::new(Conn::new(Peer::Replica(r), info, capacity));
-                let old = self.inner.replicas.borrow_mut().insert(r, conn.clone());
+                let core = ConnCore::new(inner.core_config(None), accepted);
+                let conn = Rc::new(Conn::new(Peer::Replica(r), info, core));
+                let old = inner.replicas.borrow_mut().insert(r, conn.clone());
                 if let Some(old) = old {
                     // A newer connection to the same replica replaces the old one.
-                    old.begin_close(
-                        Closing {
-                            goodbye: Some((GoodbyeReason::Normal, "replaced".into())),
-                            flush: true,
-                        },
-                        CloseReason::Closed(GoodbyeReason::Normal),
-                    );
+                    let reason = GoodbyeReason::Normal;
+                    old.close(reason, "replaced", CloseReason::Closed(reason));
                 }
                 conn
             }
         };
-        bump(&self.inner.counters.connections_total, 1);
+        bump(&inner.counters.connections_total, 1);
         Some(conn)
     }
 
@@ -482,22 +531,27 @@ impl Bus {
                 }
             }
         }
-        let dropped = conn.clear_queue();
+        let Ok(mut core) = conn.core.try_borrow_mut() else {
+            // Only a panic inside a core call could leave it borrowed, and
+            // unwinding releases the borrow; never panic in a drop guard.
+            tracing::error!(peer = ?conn.peer, "connection state still borrowed at its end");
+            return;
+        };
+        let reason = core.loss_report();
+        let dropped = core.take_dropped();
+        drop(core);
         bump(&self.inner.counters.frames_dropped, dropped as u64);
-        let reason = conn.final_cause();
         if reason == CloseReason::Panicked {
             bump(&self.inner.counters.connection_panics, 1);
             tracing::error!(peer = ?conn.peer, "connection task panicked; connection closed");
         }
-        if conn.claim_lost_callback() {
-            let handler = self.inner.handler.clone();
-            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handler.on_connection_lost(self, conn.peer, &reason);
-            }));
-            if called.is_err() {
-                bump(&self.inner.counters.handler_panics, 1);
-                tracing::error!(peer = ?conn.peer, "on_connection_lost panicked");
-            }
+        let handler = self.inner.handler.clone();
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.on_connection_lost(self, conn.peer, &reason);
+        }));
+        if called.is_err() {
+            bump(&self.inner.counters.handler_panics, 1);
+            tracing::error!(peer = ?conn.peer, "on_connection_lost panicked");
         }
     }
 }

@@ -31,6 +31,14 @@ pub struct BusConfig {
     pub max_message_size_bytes: u32,
     /// Capacity of each connection's outbound queue, in frames (spec §6).
     pub queue_capacity_frames: usize,
+    /// Capacity of each connection's outbound queue, in bytes: the frames
+    /// waiting plus the batch being written. At least `max_message_size`.
+    pub queue_capacity_bytes: usize,
+    /// Bytes of partly received frames larger than a read buffer the bus
+    /// holds at once, across its connections (see
+    /// [`InboundBudget`](crate::InboundBudget)). A multi-shard node shares
+    /// one budget between its shards instead ([`Bus::with_budget`](crate::Bus::with_budget)).
+    pub inbound_budget_bytes: u64,
     /// Most frames a writer drains from its queue into one write.
     pub max_batch_frames: usize,
     /// Size of each connection's read buffer.
@@ -61,6 +69,8 @@ impl Default for BusConfig {
             shard: 0,
             max_message_size_bytes: limits::DEFAULT_MAX_MESSAGE_SIZE_BYTES,
             queue_capacity_frames: limits::DEFAULT_QUEUE_CAPACITY_FRAMES,
+            queue_capacity_bytes: limits::DEFAULT_QUEUE_CAPACITY_BYTES,
+            inbound_budget_bytes: limits::DEFAULT_INBOUND_BUDGET_BYTES,
             max_batch_frames: limits::DEFAULT_MAX_BATCH_FRAMES,
             read_buffer_bytes: limits::DEFAULT_READ_BUFFER_BYTES,
             handshake_grace: limits::DEFAULT_HANDSHAKE_GRACE,
@@ -119,6 +129,18 @@ impl BusConfig {
             "queue_capacity_frames",
             self.queue_capacity_frames,
             ">= 1",
+        )?;
+        check(
+            self.queue_capacity_bytes >= self.max_message_size_bytes as usize,
+            "queue_capacity_bytes",
+            self.queue_capacity_bytes,
+            ">= max_message_size",
+        )?;
+        check(
+            self.inbound_budget_bytes >= u64::from(self.max_message_size_bytes),
+            "inbound_budget",
+            self.inbound_budget_bytes,
+            ">= max_message_size",
         )?;
         check(
             (1..=limits::MAX_BATCH_FRAMES_LIMIT).contains(&self.max_batch_frames),

@@ -1,191 +1,103 @@
-//! One live connection as the bus sees it: its outbound queue, its state and
-//! its counters. No I/O here; the connection's task (`driver`) does that.
+//! One live connection as the bus holds it: who it is, its connection core
+//! (state, outbound queue), the wake-ups its task waits on, and its
+//! counters.
 //!
-//! State moves one way: `Open` → `Closing` → (task ends, slot evicted). A
-//! send is accepted only while `Open`, so once closing starts the queue can
-//! only shrink, and the close is bounded.
+//! Everything here runs on the owning shard. The core is borrowed for the
+//! length of one call, never across an await and never while the
+//! application handler runs, so a handler may send to its own connection.
 
-use std::{
-    cell::{Cell, RefCell},
-    collections::VecDeque,
-    time::Instant,
-};
+use std::{cell::RefCell, time::Instant};
 
 use crate::{
     buf::Frame,
     error::SendError,
-    goodbye::{Goodbye, GoodbyeReason},
+    goodbye::GoodbyeReason,
     id::Peer,
     notify::Notify,
+    state::{CloseReason, ConnCore},
     stats::{ConnCounters, ConnectionStats, bump},
     transport::ConnectionInfo,
 };
-
-/// Why a connection ended, as reported to
-/// [`Handler::on_connection_lost`](crate::Handler::on_connection_lost).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer closed the stream without a `Goodbye`.
-    PeerClosed,
-    /// The peer said `Goodbye`.
-    PeerGoodbye(Goodbye),
-    /// The peer broke a protocol rule; we sent this Goodbye reason.
-    ProtocolViolation(GoodbyeReason),
-    /// We closed on purpose with this Goodbye reason (shutdown, eviction,
-    /// idle timeout, slow consumer).
-    Closed(GoodbyeReason),
-    /// The socket failed.
-    Io(std::io::ErrorKind),
-    /// The application handler panicked on a frame of this connection.
-    HandlerPanicked,
-    /// The connection's task panicked outside the handler (writer or
-    /// transport).
-    Panicked,
-    /// The connection did not close within the shutdown deadline and was
-    /// cancelled.
-    Cancelled,
-}
-
-/// How a closing connection finishes.
-#[derive(Debug, Clone)]
-pub(crate) struct Closing {
-    /// The Goodbye to send after the queued frames, if any.
-    pub(crate) goodbye: Option<(GoodbyeReason, String)>,
-    /// Whether queued frames are still written (false when the peer is
-    /// known to be gone or has said Goodbye).
-    pub(crate) flush: bool,
-}
 
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) peer: Peer,
     pub(crate) info: ConnectionInfo,
-    capacity: usize,
-    open: Cell<bool>,
-    closing: RefCell<Option<Closing>>,
-    queue: RefCell<VecDeque<Frame>>,
+    pub(crate) core: RefCell<ConnCore>,
     /// Wakes the writer: frames queued, or closing started.
     pub(crate) wake_writer: Notify,
-    /// Wakes the connection's task when closing starts, to arm `close_grace`.
-    pub(crate) closing_started: Notify,
+    /// Wakes the reader: the outbound queue has room again.
+    pub(crate) wake_reader: Notify,
+    /// Wakes the connection's task to re-arm its timer: a deadline changed.
+    pub(crate) wake_timer: Notify,
     pub(crate) counters: ConnCounters,
-    /// Last time a frame arrived; only kept when an idle timeout is set.
-    pub(crate) last_rx: Cell<Instant>,
-    /// The first cause of the end, reported to the lost callback.
-    cause: RefCell<Option<CloseReason>>,
-    /// Set when the task ended on its normal path (not by panic/cancel).
-    pub(crate) completed: Cell<bool>,
-    /// Set by shutdown before it cancels stragglers.
-    pub(crate) cancelled: Cell<bool>,
-    lost_fired: Cell<bool>,
 }
 
 impl Conn {
-    pub(crate) fn new(peer: Peer, info: ConnectionInfo, capacity: usize) -> Self {
+    pub(crate) fn new(peer: Peer, info: ConnectionInfo, core: ConnCore) -> Self {
         Self {
             peer,
             info,
-            capacity,
-            open: Cell::new(true),
-            closing: RefCell::new(None),
-            // Grows on demand up to `capacity`: many idle connections should
-            // not each pay for a full queue.
-            queue: RefCell::new(VecDeque::new()),
+            core: RefCell::new(core),
             wake_writer: Notify::default(),
-            closing_started: Notify::default(),
+            wake_reader: Notify::default(),
+            wake_timer: Notify::default(),
             counters: ConnCounters::default(),
-            last_rx: Cell::new(Instant::now()),
-            cause: RefCell::new(None),
-            completed: Cell::new(false),
-            cancelled: Cell::new(false),
-            lost_fired: Cell::new(false),
         }
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.open.get()
+        self.core.borrow().is_open()
     }
 
     /// Queues a frame. Never waits.
     pub(crate) fn enqueue(&self, frame: Frame) -> Result<(), SendError> {
-        if !self.open.get() {
-            return Err(SendError::NotConnected);
+        let mut core = self.core.borrow_mut();
+        let result = core.enqueue(frame);
+        match result {
+            Ok(()) => {
+                drop(core);
+                self.wake_writer.notify();
+            }
+            Err(SendError::QueueFull) => {
+                bump(&self.counters.queue_full, 1);
+                // The slow-consumer policy may have started a close: arm its
+                // bound (the clock is read only on this rare path).
+                core.arm_close_bound(Instant::now());
+                drop(core);
+                self.wake_all();
+            }
+            Err(_) => {}
         }
-        let mut queue = self.queue.borrow_mut();
-        if queue.len() >= self.capacity {
-            bump(&self.counters.queue_full, 1);
-            return Err(SendError::QueueFull);
+        result
+    }
+
+    /// Closes on purpose (see `ConnCore::close`); returns whether this call
+    /// started it.
+    pub(crate) fn close(&self, reason: GoodbyeReason, detail: &str, cause: CloseReason) -> bool {
+        let started = self
+            .core
+            .borrow_mut()
+            .close(reason, detail, cause, Instant::now());
+        if started {
+            self.wake_all();
         }
-        queue.push_back(frame);
-        drop(queue);
+        started
+    }
+
+    /// Wakes every part of the connection's task: its state changed.
+    pub(crate) fn wake_all(&self) {
         self.wake_writer.notify();
-        Ok(())
-    }
-
-    /// Moves up to `max` queued frames into `batch`.
-    pub(crate) fn drain_into(&self, batch: &mut Vec<Frame>, max: usize) {
-        let mut queue = self.queue.borrow_mut();
-        let n = queue.len().min(max);
-        batch.extend(queue.drain(..n));
-    }
-
-    /// Empties the queue; returns how many frames were dropped.
-    pub(crate) fn clear_queue(&self) -> usize {
-        let mut queue = self.queue.borrow_mut();
-        let n = queue.len();
-        queue.clear();
-        n
-    }
-
-    /// Starts closing, once: later calls are ignored (the first cause wins).
-    /// Returns whether this call started it.
-    pub(crate) fn begin_close(&self, closing: Closing, cause: CloseReason) -> bool {
-        if !self.open.replace(false) {
-            return false;
-        }
-        *self.closing.borrow_mut() = Some(closing);
-        self.set_cause(cause);
-        self.wake_writer.notify();
-        self.closing_started.notify();
-        true
-    }
-
-    pub(crate) fn closing(&self) -> Option<Closing> {
-        self.closing.borrow().clone()
-    }
-
-    /// Records why the connection ended, unless a cause is already known.
-    pub(crate) fn set_cause(&self, cause: CloseReason) {
-        let mut slot = self.cause.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(cause);
-        }
-    }
-
-    /// The cause to report, decided once, when the task ends.
-    pub(crate) fn final_cause(&self) -> CloseReason {
-        if !self.completed.get() {
-            return if self.cancelled.get() {
-                CloseReason::Cancelled
-            } else {
-                CloseReason::Panicked
-            };
-        }
-        self.cause
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut c| c.take())
-            .unwrap_or(CloseReason::PeerClosed)
-    }
-
-    /// Marks the lost callback as fired; true only the first time.
-    pub(crate) fn claim_lost_callback(&self) -> bool {
-        !self.lost_fired.replace(true)
+        self.wake_reader.notify();
+        self.wake_timer.notify();
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
         let c = &self.counters;
+        let (queue_depth, queue_bytes) = self
+            .core
+            .try_borrow()
+            .map_or((0, 0), |core| (core.queue_depth(), core.queue_bytes()));
         ConnectionStats {
             frames_in: c.frames_in.get(),
             bytes_in: c.bytes_in.get(),
@@ -193,7 +105,8 @@ impl Conn {
             bytes_out: c.bytes_out.get(),
             write_batches: c.write_batches.get(),
             queue_full: c.queue_full.get(),
-            queue_depth: self.queue.try_borrow().map_or(0, |q| q.len()),
+            queue_depth,
+            queue_bytes,
         }
     }
 }

@@ -166,13 +166,22 @@ pub enum FrameError {
     /// frame (a WebSocket text message).
     #[error("text message: frames travel only in binary messages")]
     TextMessage,
+    /// The frame is larger than the node's whole inbound budget, so it could
+    /// never be received.
+    #[error("frame size {size} exceeds the node's inbound budget of {budget} bytes")]
+    OverBudget {
+        /// The `size` field as received.
+        size: u32,
+        /// The node's inbound budget.
+        budget: u64,
+    },
 }
 
 impl FrameError {
     /// The Goodbye reason a receiver sends for this error (spec §3).
     pub const fn goodbye_reason(self) -> GoodbyeReason {
         match self {
-            Self::TooLarge { .. } => GoodbyeReason::FrameTooLarge,
+            Self::TooLarge { .. } | Self::OverBudget { .. } => GoodbyeReason::FrameTooLarge,
             Self::TooSmall { .. }
             | Self::BadProtocol { .. }
             | Self::BadCommand { .. }

@@ -19,30 +19,35 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod buf;
 mod bus;
-pub mod codec;
 pub mod config;
 mod conn;
 mod driver;
 mod error;
+pub mod framing;
 mod goodbye;
 pub mod header;
 mod id;
 pub mod limits;
 mod notify;
+mod pool;
+mod queue;
+mod state;
 mod stats;
 mod tasks;
 pub mod transport;
 
-pub use buf::{Frame, FrameMut};
+pub use budget::{InboundBudget, Reservation};
+pub use buf::{ByteBuf, Frame, FrameMut};
 pub use bus::{BroadcastReport, Bus, ConnectionSnapshot, Forwarder, Handler, ShutdownReport};
-pub use codec::{DecodeLimits, Decoder, read_frame};
 pub use config::{BusConfig, ConfigError, SlowConsumerPolicy};
-pub use conn::CloseReason;
 pub use error::{Error, SendError};
+pub use framing::{DecodeLimits, Decoder, Progress, StreamReader};
 pub use goodbye::{Goodbye, GoodbyeReason};
 pub use header::{Command, FrameError, Header};
 pub use id::{ClientId, Peer};
+pub use state::CloseReason;
 pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS};
-pub use transport::{ConnectionInfo, TransportKind};
+pub use transport::{ByteSource, ConnectionInfo, ReadSettings, TransportKind};

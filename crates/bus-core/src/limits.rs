@@ -45,6 +45,33 @@ pub const DEFAULT_CLOSE_PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest UTF-8 detail a `Goodbye` carries (spec §3).
 pub const GOODBYE_DETAIL_MAX_BYTES: usize = 122;
 
+/// Default outbound queue capacity per connection in bytes (spec §6): the
+/// frames waiting plus the batch being written. At least one frame of
+/// `max_message_size` must fit.
+pub const DEFAULT_QUEUE_CAPACITY_BYTES: usize = 64 << 20;
+
+/// Default node-wide budget for partly received frames larger than a read
+/// buffer: their bytes are reserved from it when their header arrives.
+pub const DEFAULT_INBOUND_BUDGET_BYTES: u64 = 256 << 20;
+
+/// Pause after a failed `accept` (for example out of file descriptors), so a
+/// persistent error does not spin the shard.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// After shutdown cancels what outlived its grace, how long it waits for
+/// compio to run the cancellations (they complete on the runtime's next
+/// turns).
+pub const SHUTDOWN_SETTLE: Duration = Duration::from_millis(500);
+
+/// Capacity of the smallest pooled buffer class: one bare header.
+pub const FRAME_POOL_SMALLEST_BYTES: usize = HEADER_SIZE;
+/// Number of pooled size classes, each twice the previous:
+/// 256 B, 512 B, … 64 KiB. Larger buffers are allocated exactly.
+pub const FRAME_POOL_CLASSES: usize = 9;
+/// Most bytes of free buffers one thread keeps per size class (so at most
+/// `FRAME_POOL_CLASSES` MiB per thread in all).
+pub const FRAME_POOL_BYTES_PER_CLASS: usize = 1 << 20;
+
 const _: () = assert!(HEADER_SIZE.is_multiple_of(FRAME_ALIGN));
 const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES as usize == HEADER_SIZE);
 const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES <= DEFAULT_MAX_MESSAGE_SIZE_BYTES);
@@ -53,5 +80,12 @@ const _: () = assert!(MAX_BATCH_FRAMES_LIMIT <= IOV_MAX / 2);
 const _: () = assert!(DEFAULT_MAX_BATCH_FRAMES <= MAX_BATCH_FRAMES_LIMIT);
 const _: () = assert!(MIN_READ_BUFFER_BYTES >= 2 * HEADER_SIZE);
 const _: () = assert!(DEFAULT_READ_BUFFER_BYTES >= MIN_READ_BUFFER_BYTES);
+const _: () = assert!(DEFAULT_QUEUE_CAPACITY_BYTES >= DEFAULT_MAX_MESSAGE_SIZE_BYTES as usize);
+const _: () = assert!(DEFAULT_INBOUND_BUDGET_BYTES >= DEFAULT_MAX_MESSAGE_SIZE_BYTES as u64);
+// The default read buffer is a pooled class, so idle connections recycle it.
+const _: () =
+    assert!(DEFAULT_READ_BUFFER_BYTES <= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
+const _: () =
+    assert!(FRAME_POOL_BYTES_PER_CLASS >= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
 // Goodbye: 4-byte reason + 2-byte length + detail fit in the command area.
 const _: () = assert!(6 + GOODBYE_DETAIL_MAX_BYTES <= 128);

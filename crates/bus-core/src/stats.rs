@@ -26,6 +26,9 @@ pub struct ConnectionStats {
     pub queue_full: u64,
     /// Frames waiting in the outbound queue right now.
     pub queue_depth: usize,
+    /// Bytes held by the outbound queue right now (waiting and being
+    /// written).
+    pub queue_bytes: usize,
 }
 
 /// A snapshot of a bus's counters.
@@ -53,6 +56,8 @@ pub struct BusStats {
     /// Frames dropped from queues of connections that closed without
     /// flushing (the peer vanished or said Goodbye first).
     pub frames_dropped: u64,
+    /// Bytes of the inbound budget not reserved right now.
+    pub inbound_budget_available: u64,
     /// Handler calls that panicked.
     pub handler_panics: u64,
     /// Connection tasks that panicked outside the handler (writer, transport).

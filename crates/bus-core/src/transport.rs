@@ -17,7 +17,13 @@ use std::{io, net::SocketAddr, time::SystemTime};
 
 use compio::BufResult;
 
-use crate::{buf::Frame, codec::DecodeLimits, error::Error, goodbye::GoodbyeReason};
+use crate::{
+    budget::InboundBudget,
+    buf::{ByteBuf, Frame},
+    error::Error,
+    framing::DecodeLimits,
+    goodbye::GoodbyeReason,
+};
 
 /// The stack a connection runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,9 +127,73 @@ pub trait Connection: 'static {
     /// the bus does this when `handshake_grace` runs out.
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error>;
+}
+
+/// How an established connection reads: the receiver's rules, the read
+/// buffer's size, and the inbound budget that frames larger than that
+/// buffer are reserved from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReadSettings {
+    /// The receiver's rules (spec §1).
+    pub limits: DecodeLimits,
+    /// Size of the connection's read buffer.
+    pub read_buffer_bytes: usize,
+    /// The node's inbound budget, if any.
+    pub budget: Option<InboundBudget>,
+}
+
+impl ReadSettings {
+    /// Settings with `limits`, the default read buffer and no budget (for
+    /// clients and tests).
+    pub fn new(limits: DecodeLimits) -> Self {
+        Self {
+            limits,
+            read_buffer_bytes: crate::limits::DEFAULT_READ_BUFFER_BYTES,
+            budget: None,
+        }
+    }
+
+    /// With a read buffer of `bytes`.
+    #[must_use]
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.read_buffer_bytes = bytes;
+        self
+    }
+
+    /// With an inbound budget.
+    #[must_use]
+    pub fn budget(mut self, budget: InboundBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The stream decoder these settings describe.
+    pub fn decoder(&self) -> crate::framing::Decoder {
+        crate::framing::Decoder::with_buffer(
+            self.limits,
+            self.read_buffer_bytes,
+            self.budget.clone(),
+        )
+    }
+}
+
+/// How a byte-stream transport gets more bytes: the one thing it supplies
+/// to [`StreamReader`](crate::framing::StreamReader), which does all the
+/// framing.
+pub trait ByteSource: 'static {
+    /// Reads bytes into the spare room of `buf` (after `buf.len()`),
+    /// advancing its length; returns how many, 0 at the end of the stream.
+    ///
+    /// # Cancel safety
+    /// Implementation specific; each says. A source whose reads are not
+    /// cancel safe (an `io_uring` read owns its buffer) may leave `buf`
+    /// swapped for an empty buffer of capacity 0 when its future is dropped
+    /// mid-read; the reader then reports the loss instead of decoding
+    /// garbage.
+    async fn read_into(&mut self, buf: &mut ByteBuf) -> io::Result<usize>;
 }
 
 /// The receiving half of a connection.

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bus_core::{
-    Command, DecodeLimits, Decoder, FrameMut,
+    Command, FrameMut, ReadSettings,
     transport::{ConnectionInfo, FrameReader, FrameWriter, TransportKind},
 };
 use compio_quic::{ClientConfig, Endpoint, EndpointConfig};
@@ -128,8 +128,7 @@ impl ClientQuic {
     pub async fn connect(
         &self,
         addr: SocketAddr,
-        limits: DecodeLimits,
-        read_chunk_bytes: usize,
+        reading: &ReadSettings,
     ) -> Result<(QuicReader, QuicWriter, ConnectionInfo), QuicError> {
         let fail = |problem: String| QuicError::Connect { addr, problem };
         let (connection, send, recv) = self.connect_raw(addr).await?;
@@ -138,8 +137,7 @@ impl ClientQuic {
             connection,
             send,
             recv,
-            Decoder::new(limits),
-            read_chunk_bytes,
+            reading,
             self.close_ack_timeout,
             None,
         );

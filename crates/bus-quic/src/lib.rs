@@ -40,7 +40,7 @@ pub use config::{
 };
 pub use error::QuicError;
 pub use listener::{AdmissionStats, QuicIncoming, QuicListener};
-pub use stream::{QuicReader, QuicWriter};
+pub use stream::{QuicReader, QuicSource, QuicWriter};
 
 /// Closes every connection of `endpoint` with `code` and waits, at most
 /// `bound`, for the endpoint to finish (dependencies.md #8: compio-quic's

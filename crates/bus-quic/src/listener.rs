@@ -5,7 +5,7 @@
 use std::{cell::Cell, io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 use bus_core::{
-    DecodeLimits, Decoder, Error,
+    Error, ReadSettings,
     transport::{Connection, ConnectionInfo, Listener, TransportKind},
 };
 use bus_tls::ServerTls;
@@ -277,8 +277,7 @@ impl Connection for QuicIncoming {
     /// See [`Connection::establish`]: dropping it closes the connection.
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(QuicReader, QuicWriter, ConnectionInfo), Error> {
         let Self {
             connecting,
@@ -319,8 +318,7 @@ impl Connection for QuicIncoming {
             connection,
             send,
             recv,
-            Decoder::new(limits),
-            read_buffer_bytes,
+            &reading,
             close_ack_timeout,
             Some(slot),
         );

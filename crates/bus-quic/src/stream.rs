@@ -4,12 +4,12 @@
 use std::{cell::Cell, io, rc::Rc};
 
 use bus_core::{
-    Decoder, Error, Frame, GoodbyeReason,
-    transport::{FrameReader, FrameWriter},
+    ByteBuf, Frame, GoodbyeReason, StreamReader,
+    transport::{ByteSource, FrameWriter, ReadSettings},
 };
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use compio::{BufResult, runtime::JoinHandle};
-use compio_quic::{Connection, ReadError, RecvStream, SendStream, VarInt};
+use compio_quic::{Connection, RecvStream, SendStream, VarInt};
 
 use crate::{codes, listener::AdmissionGuard};
 
@@ -37,8 +37,7 @@ pub(crate) fn split(
     connection: Connection,
     send: SendStream,
     recv: RecvStream,
-    decoder: Decoder,
-    read_chunk_bytes: usize,
+    reading: &ReadSettings,
     close_ack_timeout: std::time::Duration,
     admission: Option<AdmissionGuard>,
 ) -> (QuicReader, QuicWriter) {
@@ -49,11 +48,8 @@ pub(crate) fn split(
         _refuser: Some(refuser),
         _admission: admission,
     });
-    let reader = QuicReader {
+    let source = QuicSource {
         recv,
-        pending: Bytes::new(),
-        decoder,
-        read_chunk_bytes: read_chunk_bytes.max(1),
         _shared: shared.clone(),
     };
     let writer = QuicWriter {
@@ -62,7 +58,7 @@ pub(crate) fn split(
         close_ack_timeout,
         shared,
     };
-    (reader, writer)
+    (StreamReader::new(source, reading.decoder()), writer)
 }
 
 /// Refuses every stream the peer opens after the bus stream (spec §7):
@@ -76,64 +72,39 @@ async fn refuse_streams(connection: Connection) {
     }
 }
 
-/// The receiving half: stream chunks feed the frame decoder.
-pub struct QuicReader {
+/// The receiving half: bus-core's stream reader on the bus stream.
+pub type QuicReader = StreamReader<QuicSource>;
+
+/// How QUIC gets more bytes: stream chunks, at most the spare room of the
+/// decoder's buffer at a time, copied into it.
+pub struct QuicSource {
     recv: RecvStream,
-    /// Bytes of the last chunk not decoded yet.
-    pending: Bytes,
-    decoder: Decoder,
-    read_chunk_bytes: usize,
     _shared: Rc<Shared>,
 }
 
-impl std::fmt::Debug for QuicReader {
+impl std::fmt::Debug for QuicSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuicReader")
+        f.debug_struct("QuicSource")
             .field("stream", &self.recv.id())
-            .field("buffered", &self.pending.len())
             .finish_non_exhaustive()
     }
 }
 
-fn read_error(err: ReadError) -> io::Error {
-    io::Error::from(err)
-}
-
-impl FrameReader for QuicReader {
+impl ByteSource for QuicSource {
     /// # Cancel safety
-    /// Cancel safe: `RecvStream::read_chunk` is, and a frame in progress
-    /// stays in the decoder and the pending chunk.
-    async fn read_frame(&mut self) -> Result<Frame, Error> {
-        loop {
-            if !self.pending.is_empty() {
-                let mut input = &self.pending[..];
-                let decoded = self.decoder.decode(&mut input);
-                let consumed = self.pending.len() - input.len();
-                self.pending.advance(consumed);
-                if let Some(frame) = decoded? {
-                    return Ok(frame);
-                }
-                continue;
+    /// Cancel safe: `RecvStream::read_chunk` is, and a chunk is copied into
+    /// `buf` only when it has arrived.
+    async fn read_into(&mut self, buf: &mut ByteBuf) -> io::Result<usize> {
+        let room = buf.spare();
+        match self.recv.read_chunk(room, true).await {
+            Ok(Some(chunk)) => {
+                let n = chunk.bytes.len();
+                buf.spare_mut()[..n].copy_from_slice(&chunk.bytes);
+                buf.advance(n);
+                Ok(n)
             }
-            match self.recv.read_chunk(self.read_chunk_bytes, true).await {
-                Ok(Some(chunk)) => self.pending = chunk.bytes,
-                Ok(None) if self.decoder.is_between_frames() => return Err(Error::Closed),
-                Ok(None) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
-                Err(err) => return Err(Error::Io(read_error(err))),
-            }
-        }
-    }
-
-    async fn discard(&mut self) -> io::Result<usize> {
-        if !self.pending.is_empty() {
-            let n = self.pending.len();
-            self.pending.clear();
-            return Ok(n);
-        }
-        match self.recv.read_chunk(self.read_chunk_bytes, true).await {
-            Ok(Some(chunk)) => Ok(chunk.bytes.len().max(1)),
             Ok(None) => Ok(0),
-            Err(err) => Err(read_error(err)),
+            Err(err) => Err(io::Error::from(err)),
         }
     }
 }

@@ -72,6 +72,7 @@ pub(crate) struct Seed {
     pub(crate) count: u16,
     pub(crate) pin_cpu: Option<usize>,
     pub(crate) bus: BusConfig,
+    pub(crate) budget: bus_core::InboundBudget,
     pub(crate) placement: Placement,
     pub(crate) shard0_serves: bool,
     pub(crate) links: Links,
@@ -138,6 +139,7 @@ where
         shard,
         count,
         bus: mut bus_config,
+        budget,
         placement,
         shard0_serves,
         links,
@@ -161,7 +163,7 @@ where
         shared: me.shared.clone(),
     };
     bus_config.shard = shard;
-    let bus = match Bus::new(bus_config, handler) {
+    let bus = match Bus::with_budget(bus_config, handler, budget) {
         Ok(bus) => bus,
         Err(source) => {
             fail(ShardError::Bus { shard, source });

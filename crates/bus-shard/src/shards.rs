@@ -164,12 +164,15 @@ impl ShardsBuilder {
             addrs: Vec::new(),
         };
         let mut delegated = Some(delegated);
+        // One inbound budget for the node, shared by every shard's bus.
+        let budget = bus_core::InboundBudget::new(self.bus.inbound_budget_bytes);
         for ((shard, mailbox), local) in (0..count).zip(mailboxes).zip(local) {
             let seed = Seed {
                 shard,
                 count,
                 pin_cpu: self.config.pin_cpus.then_some(usize::from(shard) % cores),
                 bus: self.bus.clone(),
+                budget: budget.clone(),
                 placement: self.config.placement,
                 shard0_serves,
                 links: links.clone(),

@@ -18,7 +18,7 @@
 use std::{io, net::SocketAddr};
 
 use bus_core::{
-    Bus, DecodeLimits, Error, TransportKind,
+    Bus, Error, ReadSettings, TransportKind,
     transport::{Connection, ConnectionInfo},
 };
 use bus_tcp::TcpConnection;
@@ -146,12 +146,11 @@ impl<C: Connection> Connection for Tracked<C> {
 
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error> {
         // Dropped when the handshake ends or its future is dropped; the
         // handler's `on_connected` counts the connection as live right after.
         let _pending = self.pending;
-        self.inner.establish(limits, read_buffer_bytes).await
+        self.inner.establish(reading).await
     }
 }

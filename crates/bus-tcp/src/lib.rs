@@ -36,4 +36,4 @@ pub use config::{TcpConnectorConfig, TcpListenerConfig};
 pub use connector::connect;
 pub use error::TcpError;
 pub use listener::TcpListener;
-pub use stream::{TcpConnection, TcpReader, TcpWriter};
+pub use stream::{TcpConnection, TcpReader, TcpSource, TcpWriter};

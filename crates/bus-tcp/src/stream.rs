@@ -6,13 +6,13 @@
 use std::{io, net::SocketAddr};
 
 use bus_core::{
-    DecodeLimits, Decoder, Error, Frame, GoodbyeReason,
-    transport::{Connection, ConnectionInfo, FrameReader, FrameWriter, TransportKind},
+    ByteBuf, Error, Frame, GoodbyeReason, StreamReader,
+    transport::{ByteSource, Connection, ConnectionInfo, FrameWriter, ReadSettings, TransportKind},
 };
 use compio::{
     BufResult,
     buf::{IntoInner, IoBuf},
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -64,83 +64,62 @@ impl Connection for TcpConnection {
 
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(TcpReader, TcpWriter, ConnectionInfo), Error> {
         let (read, write) = self.stream.into_split();
-        let reader = TcpReader {
-            stream: read,
-            buf: Vec::with_capacity(read_buffer_bytes),
-            pos: 0,
-            decoder: Decoder::new(limits),
-        };
         Ok((
-            reader,
+            TcpReader::new(TcpSource::new(read), reading.decoder()),
             TcpWriter { stream: write },
             ConnectionInfo::new(TransportKind::Tcp, self.peer),
         ))
     }
 }
 
-/// The reading half: a read buffer feeding a [`Decoder`]; bodies larger than
-/// the buffer are read straight into the frame.
+/// The reading half: bus-core's stream reader on a TCP socket.
+pub type TcpReader = StreamReader<TcpSource>;
+
+/// How TCP gets more bytes: one `io_uring` read into the spare room of the
+/// decoder's buffer.
 #[derive(Debug)]
-pub struct TcpReader {
+pub struct TcpSource {
     stream: TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
-    decoder: Decoder,
+    /// Stands in for the decoder's buffer while a read owns it (an `io_uring`
+    /// read takes its buffer by value).
+    spare: Option<ByteBuf>,
 }
 
-impl FrameReader for TcpReader {
-    /// # Cancel safety
-    /// **Not cancel safe** (`dependencies.md` #1): a plain TCP read dropped
-    /// mid-flight loses bytes the kernel already delivered. Keep this future
-    /// alive until it completes; the bus runs it on the connection's own
-    /// task and drops it only to tear the connection down.
-    async fn read_frame(&mut self) -> Result<Frame, Error> {
-        loop {
-            if self.pos < self.buf.len() {
-                let mut input = &self.buf[self.pos..];
-                let decoded = self.decoder.decode(&mut input);
-                self.pos = self.buf.len() - input.len();
-                if let Some(frame) = decoded? {
-                    return Ok(frame);
-                }
-                continue;
-            }
-            self.buf.clear();
-            self.pos = 0;
-            if self
-                .decoder
-                .body_remaining()
-                .is_some_and(|n| n >= self.buf.capacity())
-            {
-                // Large body: read it in place rather than through the buffer.
-                let partial = self.decoder.take_partial().expect("body in progress");
-                let filled = partial.len();
-                let BufResult(res, slice) = self.stream.read_exact(partial.slice(filled..)).await;
-                res?;
-                return Ok(self.decoder.complete(slice.into_inner())?);
-            }
-            let BufResult(res, buf) = self.stream.read(std::mem::take(&mut self.buf)).await;
-            self.buf = buf;
-            match res {
-                Ok(0) if self.decoder.is_between_frames() => return Err(Error::Closed),
-                Ok(0) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io(e)),
-            }
+impl TcpSource {
+    /// A source reading from `stream` (a TCP socket or its read half).
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            spare: Some(ByteBuf::with_capacity(0)),
         }
     }
 
-    async fn discard(&mut self) -> io::Result<usize> {
-        self.buf.clear();
-        self.pos = 0;
-        let BufResult(res, buf) = self.stream.read(std::mem::take(&mut self.buf)).await;
-        self.buf = buf;
-        self.buf.clear();
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl ByteSource for TcpSource {
+    /// # Cancel safety
+    /// **Not cancel safe** (`dependencies.md` #1): a plain TCP read dropped
+    /// mid-flight loses bytes the kernel already delivered, and the buffer
+    /// it owns. Keep the future alive until it completes; the bus runs it
+    /// on the connection's own task and drops it only to tear the
+    /// connection down. A dropped read leaves an empty buffer behind, which
+    /// the stream reader reports as an error rather than decoding garbage.
+    async fn read_into(&mut self, buf: &mut ByteBuf) -> io::Result<usize> {
+        let stand_in = self
+            .spare
+            .take()
+            .ok_or_else(|| io::Error::other("a cancelled TCP read lost its buffer"))?;
+        let owned = std::mem::replace(buf, stand_in);
+        let filled = owned.len();
+        let BufResult(res, slice) = self.stream.read(owned.slice(filled..)).await;
+        self.spare = Some(std::mem::replace(buf, slice.into_inner()));
         res
     }
 }

@@ -3,7 +3,7 @@
 use std::{io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bus_core::{
-    DecodeLimits, Decoder, Error,
+    Error, ReadSettings,
     transport::{Connection, ConnectionInfo, TransportKind},
 };
 use bus_tcp::{TcpConnection, TcpConnectorConfig};
@@ -172,10 +172,9 @@ impl ClientTls {
 /// that speaks the bus protocol without a bus (a client library).
 pub fn frame_halves(
     session: TlsStream<TcpStream>,
-    limits: DecodeLimits,
-    read_buffer_bytes: usize,
+    reading: &ReadSettings,
 ) -> (TlsReader, TlsWriter) {
-    stream::split(session, Decoder::new(limits), read_buffer_bytes)
+    stream::split(session, reading)
 }
 
 /// A dialed TCP connection whose client handshake has not started.
@@ -199,8 +198,7 @@ impl Connection for TlsOutgoing {
 
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(TlsReader, TlsWriter, ConnectionInfo), Error> {
         let peer = self.tcp.peer_addr();
         let session = self
@@ -208,11 +206,6 @@ impl Connection for TlsOutgoing {
             .handshake(self.tcp.into_stream())
             .await
             .map_err(|err| Error::Handshake(format!("TLS: {err}")))?;
-        Ok(stream::established(
-            session,
-            peer,
-            limits,
-            read_buffer_bytes,
-        ))
+        Ok(stream::established(session, peer, &reading))
     }
 }

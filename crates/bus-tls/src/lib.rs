@@ -53,4 +53,4 @@ pub use server::{
     ALPN_BUS, ALPN_HTTP1, CertificateSource, ServedCertificate, ServerTls, TlsServerConfig,
     build_server_config, self_signed_dir,
 };
-pub use stream::{TlsReader, TlsStream, TlsWriter};
+pub use stream::{TlsReader, TlsSource, TlsStream, TlsWriter};

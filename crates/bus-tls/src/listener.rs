@@ -5,7 +5,7 @@
 use std::{io, net::SocketAddr};
 
 use bus_core::{
-    DecodeLimits, Error,
+    Error, ReadSettings,
     transport::{Connection, ConnectionInfo, Listener, TransportKind},
 };
 use bus_tcp::{TcpConnection, TcpListenerConfig};
@@ -92,20 +92,14 @@ impl Connection for TlsIncoming {
     /// See [`Connection::establish`]: dropping it drops the socket.
     async fn establish(
         self,
-        limits: DecodeLimits,
-        read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(TlsReader, TlsWriter, ConnectionInfo), Error> {
         let peer = self.tcp.peer_addr();
         let session = self
             .tls
-            .accept(self.tcp.into_stream(), read_buffer_bytes)
+            .accept(self.tcp.into_stream(), reading.read_buffer_bytes)
             .await
             .map_err(|err| Error::Handshake(format!("TLS: {err}")))?;
-        Ok(stream::established(
-            session,
-            peer,
-            limits,
-            read_buffer_bytes,
-        ))
+        Ok(stream::established(session, peer, &reading))
     }
 }

@@ -20,7 +20,8 @@ use std::{
 };
 
 use bus_core::{
-    Decoder, Error, Frame, GoodbyeReason, transport::FrameReader, transport::FrameWriter,
+    ByteBuf, Frame, GoodbyeReason, StreamReader,
+    transport::{ByteSource, FrameWriter, ReadSettings},
 };
 use compio::{
     BufResult,
@@ -233,18 +234,16 @@ type Shared = Rc<RefCell<TlsStream<TcpStream>>>;
 /// Splits a session into the bus's two halves.
 pub(crate) fn split(
     stream: TlsStream<TcpStream>,
-    decoder: Decoder,
-    read_buffer_bytes: usize,
+    reading: &ReadSettings,
 ) -> (TlsReader, TlsWriter) {
     let shared = Rc::new(RefCell::new(stream));
-    let reader = TlsReader {
+    let source = TlsSource {
         stream: shared.clone(),
-        buf: vec![0; read_buffer_bytes.max(crate::MIN_BUFFER_BYTES)].into_boxed_slice(),
-        start: 0,
-        end: 0,
-        decoder,
     };
-    (reader, TlsWriter { stream: shared })
+    (
+        StreamReader::new(source, reading.decoder()),
+        TlsWriter { stream: shared },
+    )
 }
 
 /// What `establish` returns for a session whose handshake just finished,
@@ -253,12 +252,11 @@ pub(crate) fn split(
 pub(crate) fn established(
     session: TlsStream<TcpStream>,
     peer: std::net::SocketAddr,
-    limits: bus_core::DecodeLimits,
-    read_buffer_bytes: usize,
+    reading: &ReadSettings,
 ) -> (TlsReader, TlsWriter, bus_core::ConnectionInfo) {
     let mut info = bus_core::ConnectionInfo::new(bus_core::TransportKind::Tls, peer);
     info.identity = session.peer_identity();
-    let (reader, writer) = split(session, Decoder::new(limits), read_buffer_bytes);
+    let (reader, writer) = split(session, reading);
     (reader, writer, info)
 }
 
@@ -274,61 +272,33 @@ fn with_stream<T>(
     f(Pin::new(&mut *guard), cx)
 }
 
-/// The receiving half: decrypted bytes are decoded into frames.
-pub struct TlsReader {
+/// The receiving half: bus-core's stream reader on decrypted bytes.
+pub type TlsReader = StreamReader<TlsSource>;
+
+/// How TLS gets more bytes: decrypted bytes from the session, written
+/// straight into the spare room of the decoder's buffer.
+pub struct TlsSource {
     stream: Shared,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    decoder: Decoder,
 }
 
-impl std::fmt::Debug for TlsReader {
+impl std::fmt::Debug for TlsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReader")
-            .field("buffered", &(self.end - self.start))
-            .finish_non_exhaustive()
+        f.debug_struct("TlsSource").finish_non_exhaustive()
     }
 }
 
-impl TlsReader {
-    /// Reads decrypted bytes into the free buffer. Cancel safe: bytes are
-    /// copied in only when the read completes.
-    async fn fill(&mut self) -> io::Result<usize> {
-        self.start = 0;
-        self.end = 0;
-        let Self { stream, buf, .. } = self;
-        std::future::poll_fn(|cx| with_stream(stream, cx, |s, cx| s.poll_read(cx, buf))).await
-    }
-}
-
-impl FrameReader for TlsReader {
+impl ByteSource for TlsSource {
     /// # Cancel safety
-    /// Cancel safe: a frame in progress stays in the decoder and the buffer,
-    /// and the next call continues it; no byte is lost or repeated.
-    async fn read_frame(&mut self) -> Result<Frame, Error> {
-        loop {
-            if self.start < self.end {
-                let mut input = &self.buf[self.start..self.end];
-                let decoded = self.decoder.decode(&mut input);
-                self.start = self.end - input.len();
-                if let Some(frame) = decoded? {
-                    return Ok(frame);
-                }
-                continue;
-            }
-            match self.fill().await {
-                Ok(0) if self.decoder.is_between_frames() => return Err(Error::Closed),
-                Ok(0) => return Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => self.end = n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
-    }
-
-    async fn discard(&mut self) -> io::Result<usize> {
-        self.fill().await
+    /// Cancel safe: compio's adapter keeps an in-flight socket read inside
+    /// itself, and decrypted bytes are written into `buf` only by the poll
+    /// that completes the read.
+    async fn read_into(&mut self, buf: &mut ByteBuf) -> io::Result<usize> {
+        let n = std::future::poll_fn(|cx| {
+            with_stream(&self.stream, cx, |s, cx| s.poll_read(cx, buf.spare_mut()))
+        })
+        .await?;
+        buf.advance(n);
+        Ok(n)
     }
 }
 

@@ -45,9 +45,10 @@ use async_tungstenite::{
     },
 };
 use bus_core::{
-    DecodeLimits, Error, Frame, FrameError, FrameMut, GoodbyeReason, Header,
-    limits::HEADER_SIZE,
-    transport::{Connection, ConnectionInfo, FrameReader, FrameWriter, TransportKind},
+    DecodeLimits, Error, Frame, FrameError, GoodbyeReason,
+    transport::{
+        Connection, ConnectionInfo, FrameReader, FrameWriter, ReadSettings, TransportKind,
+    },
 };
 use compio::{BufResult, io::AsyncRead, net::TcpStream};
 use futures_util::{AsyncWrite as _, SinkExt, StreamExt};
@@ -198,9 +199,9 @@ impl Connection for WsConnection {
     /// closes the socket.
     async fn establish(
         self,
-        limits: DecodeLimits,
-        _read_buffer_bytes: usize,
+        reading: ReadSettings,
     ) -> Result<(WsReader, WsWriter, ConnectionInfo), Error> {
+        let limits = reading.limits;
         let kind = self.security.kind();
         let raw = self.stream.clone();
         let config = self.limits.websocket_config(limits.max_message_size_bytes);
@@ -316,36 +317,12 @@ impl WsReader {
         }
     }
 
-    /// Checks that `message` is exactly one frame and copies it into an
-    /// aligned frame buffer, applying every rule of spec §1.
+    /// Checks that `message` is exactly one frame (every rule of spec §1,
+    /// bus-core's framing) and copies it into a frame buffer.
     fn decode(&self, message: &[u8]) -> Result<Frame, Error> {
-        let len = message.len();
-        let Some(head) = message.first_chunk::<HEADER_SIZE>() else {
-            // Too short for a header: report the size field if it is there.
-            let size = message
-                .get(48..52)
-                .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-            return Err(self.violation(FrameError::MessageLength {
-                len: len as u64,
-                size,
-            }));
-        };
-        let header = Header::from_bytes(head);
-        if let Err(err) = self.limits.check_header(&header) {
-            return Err(self.violation(err));
-        }
-        if header.size() as usize != len {
-            return Err(self.violation(FrameError::MessageLength {
-                len: len as u64,
-                size: header.size(),
-            }));
-        }
-        let mut frame = FrameMut::with_capacity(len);
-        frame.extend_from_slice(message);
-        if let Err(err) = frame.verify_body() {
-            return Err(self.violation(err));
-        }
-        Ok(frame.freeze())
+        self.limits
+            .check_message(message)
+            .map_err(|err| self.violation(err))
     }
 }
 

@@ -56,8 +56,9 @@ pub use bus_core as core;
 pub use bus_core::{
     BroadcastReport, Bus, BusConfig, BusStats, ClientId, CloseReason, Command, ConnectionInfo,
     ConnectionSnapshot, ConnectionStats, DecodeLimits, Decoder, Error, Forwarder, Frame,
-    FrameError, FrameMut, Goodbye, GoodbyeReason, Handler, Header, Peer, SendError, ShutdownReport,
-    SlowConsumerPolicy, TransportKind, read_frame, transport,
+    FrameError, FrameMut, Goodbye, GoodbyeReason, Handler, Header, InboundBudget, Peer,
+    ReadSettings, SendError, ShutdownReport, SlowConsumerPolicy, StreamReader, TransportKind,
+    transport,
 };
 
 #[cfg(feature = "tcp")]
