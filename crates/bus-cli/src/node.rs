@@ -84,13 +84,14 @@ fn respond(bus: &Bus, from: Peer, frame: Frame, remote: impl FnOnce() -> usize) 
 
 /// `EchoReply` for `echo`: everything kept but the command and the
 /// `client` field the bus stamped, then sealed. Reuses the received buffer
-/// (it has one handle, so nothing is copied).
+/// (it has one handle, so nothing is copied). The body is the one the bus
+/// verified on receipt, so a sealed echo only needs its header re-sealed.
 fn echo_reply(echo: Frame) -> Frame {
     let mut reply = echo.into_mut();
     let header = reply.header_mut();
     header.set_command(Command::from_u8(ECHO_REPLY));
     header.set_client(0);
-    reply.seal();
+    reply.reseal_header();
     reply.freeze()
 }
 

@@ -24,8 +24,8 @@ use crate::{
     goodbye::GoodbyeReason,
     id::{ClientId, IdHash, IdMinter, Peer},
     limits::SHUTDOWN_SETTLE,
-    queue::QueueBounds,
-    state::{CloseReason, ConnCore, CoreConfig},
+    link::{Link, LinkConfig, LinkCounters, Role},
+    state::CloseReason,
     stats::{BusCounters, BusStats, ConnectionStats, bump},
     tasks::TaskSet,
     transport::{Connection, ConnectionInfo, Listener, ReadSettings},
@@ -125,6 +125,20 @@ pub struct ConnectionSnapshot {
 }
 
 impl Inner {
+    /// Adds an ended connection's traffic to the bus's totals.
+    fn retire(&self, link: &Link) {
+        let (c, l): (&BusCounters, &LinkCounters) = (&self.counters, &link.counters);
+        for (total, n) in [
+            (&c.frames_in, &l.frames_in),
+            (&c.bytes_in, &l.bytes_in),
+            (&c.frames_out, &l.frames_out),
+            (&c.bytes_out, &l.bytes_out),
+            (&c.write_batches, &l.write_batches),
+        ] {
+            bump(total, n.get());
+        }
+    }
+
     /// How connections of this bus read (replica connections may require
     /// sealed frames).
     pub(crate) fn read_settings(&self, replica: bool) -> ReadSettings {
@@ -142,23 +156,23 @@ impl Inner {
             .budget(self.budget.clone())
     }
 
-    /// The connection core's configuration; `client` is the id stamped into
+    /// A connection's link configuration; `client` is the id stamped into
     /// a client's frames.
-    fn core_config(&self, client: Option<ClientId>) -> CoreConfig {
+    fn link_config(&self, client: Option<ClientId>) -> LinkConfig {
         let config = &self.config;
-        CoreConfig {
-            queue: QueueBounds {
-                frames: config.queue_capacity_frames,
-                bytes: config.queue_capacity_bytes,
-            },
-            slow_consumer: config.slow_consumer,
-            close_grace: config.close_grace,
-            close_peer_timeout: config.close_peer_timeout,
-            idle_timeout: config.idle_timeout,
-            // Replica connections are authenticated before they get here.
-            first_frame_grace: client.map(|_| config.handshake_grace),
-            stamp_client: client.map(ClientId::as_raw),
-        }
+        let mut link = LinkConfig::new(Role::Server);
+        link.queue_capacity_frames = config.queue_capacity_frames;
+        link.queue_capacity_bytes = config.queue_capacity_bytes;
+        link.slow_consumer = config.slow_consumer;
+        link.max_batch_frames = config.max_batch_frames;
+        link.close_grace = config.close_grace;
+        link.close_peer_timeout = config.close_peer_timeout;
+        link.idle_timeout = config.idle_timeout;
+        // Replica connections are authenticated before they get here.
+        link.first_frame_grace = client.map(|_| config.handshake_grace);
+        link.stamp_client = client.map(ClientId::as_raw);
+        link.max_outstanding_requests = config.max_outstanding_requests;
+        link
     }
 }
 
@@ -347,7 +361,7 @@ impl Bus {
     }
 
     fn enqueue(&self, conn: &Conn, frame: Frame) -> Result<(), SendError> {
-        let result = conn.enqueue(frame);
+        let result = conn.link.send(frame);
         if result == Err(SendError::QueueFull) {
             bump(&self.inner.counters.queue_full, 1);
         }
@@ -370,7 +384,7 @@ impl Bus {
             .get(&id)
             .cloned()
             .ok_or(SendError::NotConnected)?;
-        if conn.close(reason, detail, CloseReason::Closed(reason)) {
+        if conn.link.close(reason, detail, CloseReason::Closed(reason)) {
             Ok(())
         } else {
             Err(SendError::NotConnected)
@@ -403,15 +417,36 @@ impl Bus {
         let c = &self.inner.counters;
         self.inner.intake.reap();
         self.inner.connections.reap();
+        let mut traffic = [
+            c.frames_in.get(),
+            c.bytes_in.get(),
+            c.frames_out.get(),
+            c.bytes_out.get(),
+            c.write_batches.get(),
+        ];
+        for conn in self.all_conns() {
+            let live = conn.link.stats();
+            let add = [
+                live.frames_in,
+                live.bytes_in,
+                live.frames_out,
+                live.bytes_out,
+                live.write_batches,
+            ];
+            for (total, n) in traffic.iter_mut().zip(add) {
+                *total = total.wrapping_add(n);
+            }
+        }
+        let [frames_in, bytes_in, frames_out, bytes_out, write_batches] = traffic;
         BusStats {
             connections: self.connection_count(),
             connections_total: c.connections_total.get(),
             handshake_failures: c.handshake_failures.get(),
-            frames_in: c.frames_in.get(),
-            bytes_in: c.bytes_in.get(),
-            frames_out: c.frames_out.get(),
-            bytes_out: c.bytes_out.get(),
-            write_batches: c.write_batches.get(),
+            frames_in,
+            bytes_in,
+            frames_out,
+            bytes_out,
+            write_batches,
             queue_full: c.queue_full.get(),
             frames_dropped: c.frames_dropped.get(),
             inbound_budget_available: self.inner.budget.available(),
@@ -451,12 +486,13 @@ impl Bus {
         report.connections = conns.len();
         for conn in &conns {
             let reason = GoodbyeReason::ShuttingDown;
-            conn.close(reason, "node shutting down", CloseReason::Closed(reason));
+            conn.link
+                .close(reason, "node shutting down", CloseReason::Closed(reason));
         }
         drop(conns);
         if !inner.connections.wait_idle(deadline).await {
             for conn in self.all_conns() {
-                conn.core.borrow_mut().task_cancelling();
+                conn.link.core.borrow_mut().task_cancelling();
             }
             report.cancelled += inner.connections.cancel_all();
         }
@@ -491,19 +527,26 @@ impl Bus {
         let conn = match replica {
             None => {
                 let id = inner.minter.mint();
-                let core = ConnCore::new(inner.core_config(Some(id)), accepted);
-                let conn = Rc::new(Conn::new(Peer::Client(id), info, core));
+                let conn = Rc::new(Conn {
+                    peer: Peer::Client(id),
+                    info,
+                    link: Rc::new(Link::new(&inner.link_config(Some(id)), accepted)),
+                });
                 inner.clients.borrow_mut().insert(id, conn.clone());
                 conn
             }
             Some(r) => {
-                let core = ConnCore::new(inner.core_config(None), accepted);
-                let conn = Rc::new(Conn::new(Peer::Replica(r), info, core));
+                let conn = Rc::new(Conn {
+                    peer: Peer::Replica(r),
+                    info,
+                    link: Rc::new(Link::new(&inner.link_config(None), accepted)),
+                });
                 let old = inner.replicas.borrow_mut().insert(r, conn.clone());
                 if let Some(old) = old {
                     // A newer connection to the same replica replaces the old one.
                     let reason = GoodbyeReason::Normal;
-                    old.close(reason, "replaced", CloseReason::Closed(reason));
+                    old.link
+                        .close(reason, "replaced", CloseReason::Closed(reason));
                 }
                 conn
             }
@@ -531,7 +574,8 @@ impl Bus {
                 }
             }
         }
-        let Ok(mut core) = conn.core.try_borrow_mut() else {
+        self.inner.retire(&conn.link);
+        let Ok(mut core) = conn.link.core.try_borrow_mut() else {
             // Only a panic inside a core call could leave it borrowed, and
             // unwinding releases the borrow; never panic in a drop guard.
             tracing::error!(peer = ?conn.peer, "connection state still borrowed at its end");
@@ -560,7 +604,7 @@ fn snapshot(conn: &Conn) -> ConnectionSnapshot {
     ConnectionSnapshot {
         peer: conn.peer,
         info: conn.info.clone(),
-        stats: conn.stats(),
-        closing: !conn.is_open(),
+        stats: conn.link.stats(),
+        closing: !conn.link.is_open(),
     }
 }

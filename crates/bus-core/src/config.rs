@@ -60,6 +60,9 @@ pub struct BusConfig {
     pub require_sealed_replicas: bool,
     /// What happens when a connection's outbound queue is full.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Most requests from this bus outstanding on one connection at once
+    /// (spec §9); one more fails at once.
+    pub max_outstanding_requests: usize,
 }
 
 impl Default for BusConfig {
@@ -80,6 +83,7 @@ impl Default for BusConfig {
             require_sealed_clients: false,
             require_sealed_replicas: true,
             slow_consumer: SlowConsumerPolicy::Keep,
+            max_outstanding_requests: limits::DEFAULT_MAX_OUTSTANDING_REQUESTS,
         }
     }
 }
@@ -141,6 +145,12 @@ impl BusConfig {
             "inbound_budget",
             self.inbound_budget_bytes,
             ">= max_message_size",
+        )?;
+        check(
+            self.max_outstanding_requests >= 1,
+            "max_outstanding_requests",
+            self.max_outstanding_requests,
+            ">= 1",
         )?;
         check(
             (1..=limits::MAX_BATCH_FRAMES_LIMIT).contains(&self.max_batch_frames),

@@ -13,6 +13,7 @@ use crate::{
     config::ConfigError,
     goodbye::{Goodbye, GoodbyeReason},
     header::FrameError,
+    state::CloseReason,
 };
 
 /// Errors of connections and of the bus.
@@ -56,6 +57,33 @@ impl Error {
             Self::Io(_) | Self::Closed | Self::Goodbye(_) | Self::Config(_) => None,
         }
     }
+}
+
+/// Why a request sent on a connection got no reply (spec §9).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request could not be queued (the connection is gone, closing,
+    /// or its queue is full); nothing was sent.
+    #[error("request not sent: {0}")]
+    Send(SendError),
+    /// This side already has the most requests outstanding on this
+    /// connection that it may; nothing was sent.
+    #[error("{limit} requests are already outstanding on this connection")]
+    TooManyRequests {
+        /// The configured bound.
+        limit: usize,
+    },
+    /// No reply within the request's timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed before the reply arrived; this completes at
+    /// once when it closes, whatever the timeout.
+    #[error("connection closed before the reply: {reason:?}")]
+    Disconnected {
+        /// Why the connection closed.
+        reason: CloseReason,
+    },
 }
 
 /// Why a send did not enqueue its frame (spec §6). Sends never wait.

@@ -54,6 +54,10 @@ pub const DEFAULT_QUEUE_CAPACITY_BYTES: usize = 64 << 20;
 /// buffer: their bytes are reserved from it when their header arrives.
 pub const DEFAULT_INBOUND_BUDGET_BYTES: u64 = 256 << 20;
 
+/// Default bound on requests one side has outstanding on one connection
+/// (spec §9).
+pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
+
 /// Pause after a failed `accept` (for example out of file descriptors), so a
 /// persistent error does not spin the shard.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);

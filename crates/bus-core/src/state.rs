@@ -20,7 +20,10 @@
 //! connection that sent no frame within `first_frame_grace` (spec §7), or
 //! none for `idle_timeout`, is closed with `Goodbye(IdleTimeout)`.
 
-use std::time::{Duration, Instant};
+use std::{
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     buf::{Frame, FrameMut},
@@ -29,6 +32,7 @@ use crate::{
     goodbye::{Goodbye, GoodbyeReason},
     header::{Command, FrameError},
     queue::{OutQueue, QueueBounds},
+    requests::{Issuer, Matched, ReplySlot, Requests},
 };
 
 /// Why a connection ended, as reported to
@@ -70,6 +74,10 @@ pub(crate) struct CoreConfig {
     pub(crate) first_frame_grace: Option<Duration>,
     /// The client id stamped into delivered frames (spec §5), if any.
     pub(crate) stamp_client: Option<u128>,
+    /// Which side's request ids this connection issues (spec §9).
+    pub(crate) issuer: Issuer,
+    /// Most of this side's requests outstanding at once.
+    pub(crate) max_outstanding_requests: usize,
 }
 
 /// The Goodbye a closing connection still has to send.
@@ -154,6 +162,8 @@ pub(crate) struct ConnCore {
     /// The Goodbye reason the writer chose for its closing write.
     goodbye_sent: Option<GoodbyeReason>,
     queue: OutQueue,
+    /// This side's requests waiting for their reply.
+    requests: Requests,
     /// Frames dropped unsent from the queue (counted once, reported by
     /// `take_dropped`).
     dropped: usize,
@@ -180,6 +190,7 @@ impl ConnCore {
             idle_deadline: config.idle_timeout.map(|t| now + t),
             received_since_idle_check: false,
             queue: OutQueue::new(config.queue),
+            requests: Requests::new(config.issuer, config.max_outstanding_requests),
             config,
             phase: Phase::Open,
             read: ReadSide::Frames,
@@ -219,8 +230,43 @@ impl ConnCore {
         };
         self.task = TaskState::Reported;
         self.dropped += self.queue.clear();
+        self.requests.fail_all(&reason);
         self.phase = Phase::Done;
         reason
+    }
+
+    /// A fresh request id of this side and the slot its reply lands in;
+    /// `None` when the connection is not open or at the limit.
+    pub(crate) fn issue_request(&mut self) -> Option<(u64, Rc<ReplySlot>)> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        self.requests.issue()
+    }
+
+    /// The waiter of request `id` gave up.
+    pub(crate) fn forget_request(&mut self, id: u64) {
+        self.requests.forget(id);
+    }
+
+    /// Most requests outstanding at once.
+    pub(crate) fn requests_limit(&self) -> usize {
+        self.requests.limit()
+    }
+
+    /// Requests waiting for a reply now.
+    pub(crate) fn requests_outstanding(&self) -> usize {
+        self.requests.outstanding()
+    }
+
+    /// Replies that arrived after their request gave up.
+    pub(crate) fn late_replies(&self) -> u64 {
+        self.requests.late()
+    }
+
+    /// Why the connection ended or is ending, once known.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.cause.clone()
     }
 
     /// Whether sends are accepted (the connection is open).
@@ -301,10 +347,18 @@ impl ConnCore {
         self.first_frame_deadline = None;
         self.received_since_idle_check = true;
         match frame.header().command() {
-            Command::Application(_) => Received::Deliver(match self.config.stamp_client {
-                Some(id) => stamp_client(frame, id),
-                None => frame,
-            }),
+            command @ (Command::Application(_) | Command::Pong) => {
+                let frame = match self.config.stamp_client {
+                    Some(id) if command != Command::Pong => stamp_client(frame, id),
+                    _ => frame,
+                };
+                // A reply to one of this side's requests completes it and
+                // never reaches the application (spec §9).
+                match self.requests.match_reply(frame) {
+                    Matched::NotOurs(frame) if command != Command::Pong => Received::Deliver(frame),
+                    Matched::NotOurs(_) | Matched::Completed | Matched::Late => Received::Consumed,
+                }
+            }
             Command::Ping => {
                 // Only read while the queue has room (`wants_input`), so the
                 // Pong fits unless the application filled it meanwhile; then
@@ -314,7 +368,6 @@ impl ConnCore {
                 }
                 Received::Consumed
             }
-            Command::Pong => Received::Consumed,
             Command::Goodbye => {
                 let goodbye = Goodbye::decode(frame.header().command_area());
                 // The peer stops reading: what is queued is not written.
@@ -375,6 +428,9 @@ impl ConnCore {
     pub(crate) fn abort(&mut self, cause: CloseReason) {
         self.set_cause(cause);
         self.dropped += self.queue.clear();
+        if let Some(cause) = &self.cause {
+            self.requests.fail_all(cause);
+        }
         self.phase = Phase::Done;
     }
 
@@ -422,6 +478,11 @@ impl ConnCore {
             return;
         }
         self.set_cause(cause);
+        // Nobody answers a closing connection's requests: fail them now,
+        // not at their timeouts.
+        if let Some(cause) = &self.cause {
+            self.requests.fail_all(cause);
+        }
         self.phase = Phase::Closing { goodbye, flush };
         // `receive` has no clock: the driver arms the bound on its next
         // tick (`arm_close_bound`), which it does at once.
