@@ -8,18 +8,18 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     rc::Rc,
     time::{Duration, Instant},
 };
 
-use bus_core::{Command, Frame, FrameMut};
+use bus_core::{
+    CloseReason, Command, Frame, FrameMut, GoodbyeReason, Link, LinkConfig, RequestError, Role,
+    SendError,
+};
 use compio::runtime::time;
 
-use crate::{
-    ClientError, ClientOptions, Endpoint,
-    event::{Event, Slot},
-};
+use crate::{ClientError, ClientOptions, Endpoint, event::Event};
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +61,8 @@ pub struct ClientStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Traffic of the connections that ended (live ones count on their
+    /// link).
     pub(crate) frames_sent: Cell<u64>,
     pub(crate) bytes_sent: Cell<u64>,
     pub(crate) frames_received: Cell<u64>,
@@ -85,17 +87,14 @@ pub(crate) struct Inner {
     terminal: RefCell<Option<ClientError>>,
     /// The most recent connection failure, for errors while connecting.
     pub(crate) last_failure: RefCell<Option<ClientError>>,
-    outbound: RefCell<VecDeque<Frame>>,
-    /// Frames queued, or close requested: the writer looks.
-    pub(crate) writer_wake: Event,
+    /// The connection now up: bus-core's link (connection core, send
+    /// queue, outstanding requests), the same engine a node runs.
+    link: RefCell<Option<Rc<Link>>>,
     /// Any change of `state`, and every failed connection attempt.
     pub(crate) state_changed: Event,
-    pending: RefCell<HashMap<u64, Rc<Slot>>>,
     unsolicited: RefCell<VecDeque<Frame>>,
     unsolicited_ready: Event,
     close_requested: Cell<bool>,
-    /// The next request id; ids below it were issued by this client.
-    next_request: Cell<u64>,
     pub(crate) counters: Counters,
 }
 
@@ -107,14 +106,11 @@ impl Inner {
             state: Cell::new(ConnectionState::Connecting),
             terminal: RefCell::default(),
             last_failure: RefCell::default(),
-            outbound: RefCell::default(),
-            writer_wake: Event::default(),
+            link: RefCell::default(),
             state_changed: Event::default(),
-            pending: RefCell::default(),
             unsolicited: RefCell::default(),
             unsolicited_ready: Event::default(),
             close_requested: Cell::new(false),
-            next_request: Cell::new(1),
             counters: Counters::default(),
         }
     }
@@ -123,23 +119,45 @@ impl Inner {
         self.state.get()
     }
 
-    pub(crate) fn set_connected(&self) {
-        bump(&self.counters.connections, 1);
-        self.state.set(ConnectionState::Connected);
-        self.state_changed.notify_all();
+    /// The link configuration of this client's connections.
+    pub(crate) fn link_config(&self) -> LinkConfig {
+        let options = &self.options;
+        let mut config = LinkConfig::new(Role::Client);
+        config.queue_capacity_frames = options.send_queue_frames;
+        config.queue_capacity_bytes = options.send_queue_bytes;
+        config.max_batch_frames = options.max_batch_frames;
+        config.close_grace = options.close_timeout;
+        config.close_peer_timeout = options.close_timeout;
+        config.max_outstanding_requests = options.max_outstanding_requests;
+        config
     }
 
-    /// The connection is gone: new requests wait for the next one (or fail
-    /// once the client is closed), and everything sent on the old one fails
-    /// now with `error`.
+    /// A connection is up on `link`.
+    pub(crate) fn set_connected(&self, link: Rc<Link>) {
+        bump(&self.counters.connections, 1);
+        *self.link.borrow_mut() = Some(link);
+        self.state.set(ConnectionState::Connected);
+        self.state_changed.notify_all();
+        if self.close_requested() {
+            self.close_link();
+        }
+    }
+
+    /// The connection is gone (its link already failed what was
+    /// outstanding on it): new requests wait for the next one, or fail once
+    /// the client is closed.
     pub(crate) fn connection_lost(&self, error: &ClientError) {
         if self.state.get() == ConnectionState::Connected {
             self.state.set(ConnectionState::Connecting);
         }
-        self.outbound.borrow_mut().clear();
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        for slot in pending.into_values() {
-            slot.fill(Err(error.clone()));
+        if let Some(link) = self.link.borrow_mut().take() {
+            let c = &self.counters;
+            let live = link.stats();
+            bump(&c.frames_sent, live.frames_out);
+            bump(&c.bytes_sent, live.bytes_out);
+            bump(&c.frames_received, live.frames_in);
+            bump(&c.bytes_received, live.bytes_in);
+            bump(&c.late_replies, link.late_replies());
         }
         *self.last_failure.borrow_mut() = Some(error.clone());
         self.state_changed.notify_all();
@@ -158,7 +176,6 @@ impl Inner {
         self.state.set(ConnectionState::Closed);
         self.state_changed.notify_all();
         self.unsolicited_ready.notify_all();
-        self.writer_wake.notify_all();
     }
 
     pub(crate) fn close_requested(&self) -> bool {
@@ -167,20 +184,21 @@ impl Inner {
 
     pub(crate) fn request_close(&self) {
         if !self.close_requested.replace(true) {
-            self.writer_wake.notify_all();
+            self.close_link();
             self.state_changed.notify_all();
         }
     }
 
-    /// Moves up to `max` queued frames into `batch`.
-    pub(crate) fn drain_into(&self, batch: &mut Vec<Frame>, max: usize) {
-        let mut queue = self.outbound.borrow_mut();
-        let n = queue.len().min(max);
-        batch.extend(queue.drain(..n));
+    /// Closes the live link in order: what is queued, then `Goodbye(Normal)`.
+    fn close_link(&self) {
+        if let Some(link) = &*self.link.borrow() {
+            let reason = GoodbyeReason::Normal;
+            link.close(reason, "client closing", CloseReason::Closed(reason));
+        }
     }
 
-    /// Queues a frame for the connection now up; never waits.
-    pub(crate) fn enqueue(&self, frame: Frame) -> Result<(), ClientError> {
+    /// The link now up, or why there is none.
+    fn live_link(&self) -> Result<Rc<Link>, ClientError> {
         match self.state.get() {
             ConnectionState::Connected => {}
             ConnectionState::Connecting => {
@@ -188,35 +206,60 @@ impl Inner {
             }
             ConnectionState::Closed => return Err(self.terminal_error()),
         }
-        let mut queue = self.outbound.borrow_mut();
-        if queue.len() >= self.options.send_queue_frames {
-            return Err(ClientError::QueueFull {
+        self.link
+            .borrow()
+            .clone()
+            .ok_or_else(|| ClientError::NotConnected(self.not_connected_detail()))
+    }
+
+    /// Queues a frame on the connection now up; never waits.
+    pub(crate) fn enqueue(&self, frame: Frame) -> Result<(), ClientError> {
+        let link = self.live_link()?;
+        link.send(frame).map_err(|err| self.send_error(err))
+    }
+
+    /// What a refused send means to the application.
+    fn send_error(&self, err: SendError) -> ClientError {
+        match err {
+            SendError::QueueFull => ClientError::QueueFull {
                 capacity: self.options.send_queue_frames,
-            });
-        }
-        queue.push_back(frame);
-        drop(queue);
-        self.writer_wake.notify_all();
-        Ok(())
-    }
-
-    /// Hands `frame` to the request waiting for `id`. Returns the frame
-    /// when no request waits for it.
-    pub(crate) fn complete(&self, id: u64, frame: Frame) -> Option<Frame> {
-        let slot = self.pending.borrow_mut().remove(&id);
-        match slot {
-            Some(slot) => {
-                slot.fill(Ok(frame));
-                None
-            }
-            None => Some(frame),
+            },
+            _ => self.lost_error(),
         }
     }
 
-    /// Whether `id` was issued by this client (a reply to it is ours even
-    /// when nobody waits any more).
-    pub(crate) fn issued(&self, id: u64) -> bool {
-        id != 0 && id < self.next_request.get()
+    /// The error of a connection that is going away.
+    fn lost_error(&self) -> ClientError {
+        if self.close_requested() {
+            return ClientError::Closed;
+        }
+        let reason = self.link.borrow().as_ref().and_then(|l| l.close_reason());
+        reason.map_or_else(
+            || ClientError::NotConnected(self.not_connected_detail()),
+            |reason| self.disconnected(&reason),
+        )
+    }
+
+    /// The error for a connection that ended with `reason`.
+    pub(crate) fn disconnected(&self, reason: &CloseReason) -> ClientError {
+        if self.close_requested() {
+            return ClientError::Closed;
+        }
+        let (goodbye, cause) = match reason {
+            CloseReason::PeerGoodbye(goodbye) => (
+                Some(goodbye.clone()),
+                format!("the node said Goodbye({})", goodbye.reason),
+            ),
+            CloseReason::PeerClosed => (None, "the node closed the connection".into()),
+            CloseReason::Io(kind) => (None, format!("the connection failed: {kind}")),
+            CloseReason::ProtocolViolation(reason) => (
+                None,
+                format!("the node broke the protocol; we said Goodbye({reason})"),
+            ),
+            CloseReason::Closed(reason) => (None, format!("closed with Goodbye({reason})")),
+            other => (None, format!("the connection ended: {other:?}")),
+        };
+        ClientError::Disconnected { goodbye, cause }
     }
 
     pub(crate) fn push_unsolicited(&self, frame: Frame) {
@@ -259,22 +302,17 @@ impl Inner {
         }
     }
 
-    fn next_request_id(&self) -> u64 {
-        let id = self.next_request.get();
-        // 2^64 requests do not happen; stay away from 0 ("no request") anyway.
-        self.next_request.set(id.checked_add(1).unwrap_or(1));
-        id
-    }
-
     fn stats(&self) -> ClientStats {
         let c = &self.counters;
+        let link = self.link.borrow();
+        let live = link.as_ref().map(|l| l.stats()).unwrap_or_default();
         ClientStats {
-            frames_sent: c.frames_sent.get(),
-            bytes_sent: c.bytes_sent.get(),
-            frames_received: c.frames_received.get(),
-            bytes_received: c.bytes_received.get(),
-            outstanding: self.pending.borrow().len(),
-            late_replies: c.late_replies.get(),
+            frames_sent: c.frames_sent.get() + live.frames_out,
+            bytes_sent: c.bytes_sent.get() + live.bytes_out,
+            frames_received: c.frames_received.get() + live.frames_in,
+            bytes_received: c.bytes_received.get() + live.bytes_in,
+            outstanding: link.as_ref().map_or(0, |l| l.outstanding_requests()),
+            late_replies: c.late_replies.get() + link.as_ref().map_or(0, |l| l.late_replies()),
             unsolicited_dropped: c.unsolicited_dropped.get(),
             connections: c.connections.get(),
             failed_attempts: c.failed_attempts.get(),
@@ -495,33 +533,34 @@ impl Client {
         }
     }
 
-    /// Stamps a request id, seals, queues, and waits for the reply.
+    /// Stamps a request id, seals, queues, and waits for the reply (the
+    /// link's request table matches it).
     async fn exchange(&self, mut frame: FrameMut) -> Result<Frame, ClientError> {
         let inner = &self.handle.inner;
         let timeout = inner.options.request_timeout;
         let deadline = Instant::now() + timeout;
         inner.wait_connected(deadline).await?;
-        if inner.pending.borrow().len() >= inner.options.max_outstanding_requests {
-            return Err(ClientError::TooManyRequests {
-                limit: inner.options.max_outstanding_requests,
-            });
-        }
-        let id = inner.next_request_id();
-        frame.header_mut().set_request(id);
+        let link = inner.live_link()?;
         if inner.options.seal {
             frame.seal();
         }
-        let slot = Rc::new(Slot::default());
-        inner.pending.borrow_mut().insert(id, slot.clone());
-        // However this future ends (reply, error, timeout, drop), the
-        // request stops being outstanding.
-        let _forget = scopeguard::guard((), |()| {
-            inner.pending.borrow_mut().remove(&id);
-        });
-        inner.enqueue(frame.freeze())?;
-        match time::timeout_at(deadline, slot.wait()).await {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout(timeout)),
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = link
+            .request(frame, left)
+            .map_err(|err| inner.request_error(err, timeout))?;
+        reply.await.map_err(|err| inner.request_error(err, timeout))
+    }
+}
+
+impl Inner {
+    /// What a failed request means to the application.
+    fn request_error(&self, err: RequestError, timeout: Duration) -> ClientError {
+        match err {
+            RequestError::Timeout(_) => ClientError::Timeout(timeout),
+            RequestError::TooManyRequests { limit } => ClientError::TooManyRequests { limit },
+            RequestError::Disconnected { reason } => self.disconnected(&reason),
+            RequestError::Send(err) => self.send_error(err),
+            other => ClientError::NotConnected(other.to_string()),
         }
     }
 }
@@ -533,6 +572,9 @@ fn check_options(options: &ClientOptions) -> Result<(), ClientError> {
     }
     if options.send_queue_frames == 0 {
         return invalid("ClientOptions::send_queue_frames must be at least 1");
+    }
+    if options.send_queue_bytes < bus_core::limits::HEADER_SIZE {
+        return invalid("ClientOptions::send_queue_bytes must hold at least one header (256 B)");
     }
     if options.max_batch_frames == 0 {
         return invalid("ClientOptions::max_batch_frames must be at least 1");

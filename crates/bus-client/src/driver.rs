@@ -1,12 +1,13 @@
-//! The connection task: dial, handshake, run the session (reader and writer
-//! side by side), and on loss fail everything outstanding at once, then
-//! reconnect with backoff if asked to.
+//! The connection task: dial, handshake, run the connection on bus-core's
+//! link (the engine a node runs too: connection core, send queue, request
+//! table, reader and writer), and when it ends reconnect with backoff if
+//! asked to.
 //!
 //! ```text
-//! drive ─▶ dial (≤ connect_timeout) ─▶ establish (≤ handshake_timeout) ─▶ session
-//!   ▲                                                                     ├─ read_loop:  replies → slots, Pong → slot, Delivery… → unsolicited
-//!   │                                                                     └─ write_loop: queue → batch (≤ max_batch_frames) → write
-//!   └── backoff with full jitter ◀── connection lost: every outstanding request fails now
+//! drive ─▶ dial (≤ connect_timeout) ─▶ establish (≤ handshake_timeout) ─▶ link::run
+//!   ▲                                                                       replies → their requests,
+//!   │                                                                       other frames → unsolicited queue
+//!   └── backoff with full jitter ◀── connection lost: the link failed every outstanding request at once
 //! ```
 //!
 //! Per transport the session is monomorphic ([`Dialed`] names the concrete
@@ -21,17 +22,14 @@ use std::{
 };
 
 use bus_core::{
-    Command, DecodeLimits, Error, Frame, Goodbye, GoodbyeReason,
-    transport::{Connection, FrameReader, FrameWriter},
+    CloseReason, Command, DecodeLimits, Frame, FrameMut, Link, ReadSettings, TransportKind,
+    link::{self, Delivery, Panicked},
+    transport::Connection,
 };
-use compio::{BufResult, runtime::time};
-use futures_util::{FutureExt, future::pending, select_biased};
+use compio::runtime::time;
+use futures_util::{FutureExt, select_biased};
 
-use crate::{
-    ClientError,
-    client::{Inner, bump},
-    url::Scheme,
-};
+use crate::{ClientError, client::Inner, url::Scheme};
 
 /// A dialed connection, before its transport handshake: one variant per
 /// compiled-in transport.
@@ -277,7 +275,7 @@ impl<R: bus_core::transport::FrameReader, W: bus_core::transport::FrameWriter> C
 
     async fn establish(
         self,
-        _reading: bus_core::ReadSettings,
+        _reading: ReadSettings,
     ) -> Result<(R, W, bus_core::ConnectionInfo), bus_core::Error> {
         Ok((self.reader, self.writer, self.info))
     }
@@ -305,7 +303,7 @@ async fn dial_quic(
     };
     let mut last = None;
     for addr in resolve(inner).await? {
-        let reading = bus_core::ReadSettings::new(limits).read_buffer(options.read_buffer_bytes);
+        let reading = ReadSettings::new(limits).read_buffer(options.read_buffer_bytes);
         match quic.connect(addr, &reading).await {
             Ok((reader, writer, info)) => {
                 return Ok(Opened {
@@ -397,27 +395,22 @@ async fn abortable<F: Future>(inner: &Inner, fut: F) -> Option<F::Output> {
     }
 }
 
-/// How the read side ended.
-enum ReadEnd {
-    Eof,
-    Goodbye(Goodbye),
-    Failed(String),
-}
-
-/// Handshake, then reader and writer side by side. `Ok(error)` once an
-/// established connection ended (the error fails what was outstanding);
+/// Handshake, then the link until it ends. `Ok(error)` once an established
+/// connection ended (the link failed what was outstanding on it at once);
 /// `Err` when the handshake failed.
 async fn run_session<C: Connection>(
     inner: &Inner,
     connection: C,
 ) -> Result<ClientError, ClientError> {
     let options = &inner.options;
+    let started = Instant::now();
+    let kind = connection.transport();
     let limits = DecodeLimits {
         max_message_size_bytes: options.max_message_size_bytes,
         require_sealed: false,
     };
-    let handshake = connection
-        .establish(bus_core::ReadSettings::new(limits).read_buffer(options.read_buffer_bytes));
+    let reading = ReadSettings::new(limits).read_buffer(options.read_buffer_bytes);
+    let handshake = connection.establish(reading);
     let (mut reader, mut writer, _info) =
         match time::timeout(options.handshake_timeout, handshake).await {
             Ok(Ok(established)) => established,
@@ -439,144 +432,37 @@ async fn run_session<C: Connection>(
                 });
             }
         };
-    inner.set_connected();
-    let (end, write_done) = {
-        // The reader future is never dropped mid-read while the session
-        // lives (a plain TCP read is not cancel safe); only at its end.
-        let mut read = pin!(read_loop(inner, &mut reader).fuse());
-        let mut write = pin!(write_loop(inner, &mut writer).fuse());
-        let mut deadline: Option<Instant> = None;
-        let mut write_done = false;
-        let end = loop {
-            let current = deadline;
-            let mut timer = pin!(
-                async move {
-                    match current {
-                        Some(d) => time::sleep_until(d).await,
-                        None => pending().await,
-                    }
-                }
-                .fuse()
-            );
-            select_biased! {
-                end = read => break end,
-                res = write => {
-                    write_done = true;
-                    if let Err(err) = res {
-                        break ReadEnd::Failed(format!("write failed: {err}"));
-                    }
-                    // Our Goodbye is out: the node closes its side next.
-                    deadline = Some(Instant::now() + options.close_timeout);
-                }
-                () = timer => break ReadEnd::Failed("the node did not close within close_timeout".into()),
-            }
-        };
-        (end, write_done)
-    };
-    let error = if inner.close_requested() {
-        ClientError::Closed
-    } else {
-        match end {
-            ReadEnd::Goodbye(goodbye) => ClientError::Disconnected {
-                cause: format!("the node said Goodbye({})", goodbye.reason),
-                goodbye: Some(goodbye),
-            },
-            ReadEnd::Eof => ClientError::Disconnected {
-                goodbye: None,
-                cause: "the node closed the connection".into(),
-            },
-            ReadEnd::Failed(cause) => ClientError::Disconnected {
-                goodbye: None,
-                cause,
-            },
-        }
-    };
-    // Fail what is outstanding now, not after our side's close below.
-    inner.connection_lost(&error);
-    if !write_done {
-        // The node closed or said Goodbye: stop sending and close our side.
-        let _ = time::timeout(options.close_timeout, writer.close(None)).await;
+    let link = Rc::new(Link::new(&inner.link_config(), started));
+    // A node closes a connection that sends nothing within its
+    // handshake_grace (spec §7): say something now. (QUIC opened its
+    // stream with a Ping already.)
+    if kind != TransportKind::Quic {
+        let _ = link.send(opening_ping());
     }
+    inner.set_connected(link.clone());
+    link::run(&link, &mut reader, &mut writer, &ToInner(inner)).await;
+    let reason = link.close_reason().unwrap_or(CloseReason::PeerClosed);
+    let error = inner.disconnected(&reason);
+    inner.connection_lost(&error);
     Ok(error)
 }
 
-async fn read_loop<R: FrameReader>(inner: &Inner, reader: &mut R) -> ReadEnd {
-    loop {
-        let frame = match reader.read_frame().await {
-            Ok(frame) => frame,
-            Err(Error::Closed) => return ReadEnd::Eof,
-            Err(err) => return ReadEnd::Failed(err.to_string()),
-        };
-        bump(&inner.counters.frames_received, 1);
-        bump(&inner.counters.bytes_received, frame.len() as u64);
-        let request = frame.header().request();
-        match frame.header().command() {
-            Command::Goodbye => {
-                return ReadEnd::Goodbye(Goodbye::decode(frame.header().command_area()));
-            }
-            Command::Ping => {
-                // A full queue drops the Pong; the node's own timeout tells it.
-                let _ = inner.enqueue(pong_for(&frame));
-            }
-            Command::Pong | Command::Application(_) => dispatch(inner, request, frame),
-            other => tracing::debug!(?other, "ignoring a bus command a client does not expect"),
-        }
-    }
+/// The `Ping` a client sends as its first frame when it has nothing else to
+/// say yet; the node answers it itself and its `Pong` is dropped here.
+fn opening_ping() -> Frame {
+    let mut ping = FrameMut::new(Command::Ping, 0);
+    ping.seal();
+    ping.freeze()
 }
 
-/// A reply goes to its request; a frame that answers nothing of ours is
-/// unsolicited; a reply whose request gave up is counted and dropped.
-fn dispatch(inner: &Inner, request: u64, frame: Frame) {
-    if request == 0 {
-        if frame.header().command() != Command::Pong {
-            inner.push_unsolicited(frame);
-        }
-        return;
-    }
-    let Some(frame) = inner.complete(request, frame) else {
-        return;
-    };
-    if inner.issued(request) {
-        bump(&inner.counters.late_replies, 1);
-    } else if frame.header().command() != Command::Pong {
-        inner.push_unsolicited(frame);
-    }
-}
+/// Where a connection's frames that answer no request of ours go: the
+/// queue of unsolicited frames.
+struct ToInner<'a>(&'a Inner);
 
-/// `Pong` with the `Ping`'s `request` and `command_area` (spec §2).
-fn pong_for(probe: &Frame) -> Frame {
-    let mut answer = bus_core::FrameMut::new(Command::Pong, 0);
-    let header = answer.header_mut();
-    header.set_request(probe.header().request());
-    *header.command_area_mut() = *probe.header().command_area();
-    answer.seal();
-    answer.freeze()
-}
-
-async fn write_loop<W: FrameWriter>(inner: &Inner, writer: &mut W) -> io::Result<()> {
-    let max_batch = inner.options.max_batch_frames;
-    let mut batch: Vec<Frame> = Vec::with_capacity(max_batch);
-    loop {
-        let changed = inner.writer_wake.changed();
-        inner.drain_into(&mut batch, max_batch);
-        if batch.is_empty() {
-            if inner.close_requested() {
-                batch.push(Goodbye::frame(GoodbyeReason::Normal, "client closing"));
-                let BufResult(res, _) = writer.write_batch(batch).await;
-                res?;
-                return writer.close(Some(GoodbyeReason::Normal)).await;
-            }
-            changed.await;
-            continue;
-        }
-        let frames = batch.len() as u64;
-        let bytes: u64 = batch.iter().map(|f| f.len() as u64).sum();
-        let BufResult(res, returned) = writer.write_batch(batch).await;
-        batch = returned;
-        res?;
-        batch.clear();
-        bump(&inner.counters.frames_sent, frames);
-        bump(&inner.counters.bytes_sent, bytes);
+impl Delivery for ToInner<'_> {
+    fn deliver(&self, frame: Frame) -> Result<(), Panicked> {
+        self.0.push_unsolicited(frame);
+        Ok(())
     }
 }
 

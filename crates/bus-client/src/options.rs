@@ -10,6 +10,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
 /// Default [`ClientOptions::send_queue_frames`].
 pub const DEFAULT_SEND_QUEUE_FRAMES: usize = 4096;
+/// Default [`ClientOptions::send_queue_bytes`].
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = bus_core::limits::DEFAULT_QUEUE_CAPACITY_BYTES;
 /// Default [`ClientOptions::unsolicited_queue_frames`].
 pub const DEFAULT_UNSOLICITED_QUEUE_FRAMES: usize = 1024;
 
@@ -37,6 +39,10 @@ pub struct ClientOptions {
     /// Capacity of the send queue, in frames; a send to a full queue fails
     /// with [`QueueFull`](crate::ClientError::QueueFull). Default 4096.
     pub send_queue_frames: usize,
+    /// Capacity of the send queue, in bytes (frames waiting plus the batch
+    /// being written); a frame larger than it can never be sent. Default
+    /// 64 MiB.
+    pub send_queue_bytes: usize,
     /// Capacity of the queue of unsolicited frames (frames that answer no
     /// request, such as `Delivery`). When it is full, newly arriving
     /// unsolicited frames are dropped and counted
@@ -72,6 +78,7 @@ impl Default for ClientOptions {
             close_timeout: bus_core::limits::DEFAULT_CLOSE_GRACE,
             max_outstanding_requests: DEFAULT_MAX_OUTSTANDING_REQUESTS,
             send_queue_frames: DEFAULT_SEND_QUEUE_FRAMES,
+            send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             unsolicited_queue_frames: DEFAULT_UNSOLICITED_QUEUE_FRAMES,
             max_message_size_bytes: bus_core::limits::DEFAULT_MAX_MESSAGE_SIZE_BYTES,
             read_buffer_bytes: bus_core::limits::DEFAULT_READ_BUFFER_BYTES,

@@ -117,7 +117,8 @@ async fn metrics_parse_as_prometheus_text_and_counters_move() {
     }
     let (_, after) = http_get(admin, "/metrics");
     let after = parse_prometheus(&after);
-    assert_eq!(frames_in(&after) - frames_in(&before), 5.0);
+    // The five echoes and the client's opening Ping (spec §7).
+    assert_eq!(frames_in(&after) - frames_in(&before), 6.0);
     assert_eq!(after[tcp_conns], 1.0);
     assert!(after["bus_bytes_out_total{shard=\"0\"}"] >= 5.0 * 356.0);
     assert_eq!(after["bus_connections_accepted_total{shard=\"0\"}"], 1.0);
@@ -154,8 +155,9 @@ async fn connz_lists_a_connected_client() {
     let conn = &json["shards"][0]["connections"][0];
     assert_eq!(conn["kind"], "client", "{json}");
     assert_eq!(conn["transport"], "tcp", "{json}");
-    assert_eq!(conn["frames_in"], 1, "{json}");
-    assert_eq!(conn["frames_out"], 1, "{json}");
+    // The client's opening Ping (spec §7) and the echo; its Pong and the reply.
+    assert_eq!(conn["frames_in"], 2, "{json}");
+    assert_eq!(conn["frames_out"], 2, "{json}");
     assert!(
         conn["peer_addr"]
             .as_str()

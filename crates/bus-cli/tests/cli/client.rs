@@ -56,7 +56,8 @@ async fn request_gets_its_reply_sealed_with_its_request_id() {
     assert!(rtt < Duration::from_secs(10));
     let stats = client.stats();
     assert_eq!(stats.outstanding, 0);
-    assert_eq!(stats.frames_received, 2);
+    // The Pong to the opening Ping (spec §7), the reply, the ping's Pong.
+    assert_eq!(stats.frames_received, 3);
     client.close().await;
     assert_eq!(client.state(), ConnectionState::Closed);
     assert!(matches!(client.ping().await, Err(ClientError::Closed)));
