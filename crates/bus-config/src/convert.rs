@@ -1,9 +1,8 @@
 //! Conversions from the TOML schema into the runtime config types of the
 //! crates that run the bus.
 //!
-//! Sections without a runtime type yet (QUIC, replicas, admin) are read
-//! from the public fields directly until their
-//! transport crates define one.
+//! Sections without a runtime type (admin, log) are read from the public
+//! fields directly.
 
 use std::{num::NonZeroUsize, thread};
 
@@ -155,6 +154,43 @@ impl Config {
         tuning.udp_receive_buffer =
             usize::try_from(quic.udp_receive_buffer.bytes()).unwrap_or(usize::MAX);
         config
+    }
+
+    /// The replica plane's runtime settings: `[replicas]` with
+    /// `[bus] handshake_grace`, or `None` while `replicas.enabled` is off.
+    ///
+    /// An unset `ca_file` becomes `tls.cert` (spec: "default: the `[tls]`
+    /// certificate"); it stays `None` only when that certificate is the
+    /// self-signed development one. Expects a [validated](Self::validate)
+    /// config; a `psk_file` left unset in code becomes an empty path, which
+    /// [`bus_replica::ReplicaConfig::validate`] refuses.
+    #[cfg(feature = "replica")]
+    pub fn replicas_config(&self) -> Option<bus_replica::ReplicaConfig> {
+        let replicas = &self.replicas;
+        if !replicas.enabled {
+            return None;
+        }
+        let mut config = bus_replica::ReplicaConfig::new(
+            replicas.cluster,
+            replicas.self_id,
+            replicas.psk_file.clone().unwrap_or_default(),
+            replicas.listen,
+        );
+        config.verify_psk_file.clone_from(&replicas.verify_psk_file);
+        config.peers = replicas
+            .peers
+            .iter()
+            .map(|peer| bus_replica::PeerConfig {
+                id: peer.id,
+                addr: peer.addr,
+            })
+            .collect();
+        config.require_sealed = replicas.require_sealed;
+        config.tls = replicas.tls;
+        config.ca_file = replicas.ca_file.clone().or_else(|| self.tls.cert.clone());
+        config.reconnect_max = replicas.reconnect_max;
+        config.handshake_grace = self.bus.handshake_grace;
+        Some(config)
     }
 
     /// How many shards to run: `shards.count`, or when that is 0 the number

@@ -4,7 +4,8 @@
 //! embedded `defaults.toml` with the user's file merged over it (see
 //! [`Config::from_toml_str`]), so every field is required here. The only
 //! exceptions are the optional paths (`tls.cert`, `tls.key`, `tls.client_ca`,
-//! `replicas.psk_file`), whose default is "not set".
+//! `replicas.psk_file`, `replicas.verify_psk_file`, `replicas.ca_file`),
+//! whose default is "not set".
 //!
 //! Every struct denies unknown fields, so a typo is an error that names the
 //! key. Parsing a value (units, addresses, enum names) happens here; ranges
@@ -241,6 +242,8 @@ pub enum Placement {
 }
 
 /// `[replicas]`: the authenticated replica mesh (spec §4).
+///
+/// These keys are a contract: external test suites start nodes with them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -253,8 +256,12 @@ pub struct ReplicasSection {
     pub cluster: u128,
     /// This node's replica id.
     pub self_id: u8,
-    /// File holding the pre-shared key; required when enabled.
+    /// File holding the signing pre-shared key (its bytes are the key, at
+    /// least 32, readable by the owner only); required when enabled.
     pub psk_file: Option<PathBuf>,
+    /// File holding a key that verifies peers but never signs: the other key
+    /// during a rotation.
+    pub verify_psk_file: Option<PathBuf>,
     /// Address the replica plane binds.
     #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
@@ -264,6 +271,12 @@ pub struct ReplicasSection {
     pub require_sealed: bool,
     /// Run the replica plane over TLS with the `[tls]` certificate.
     pub tls: bool,
+    /// PEM bundle the dialer verifies peers' certificates against; unset:
+    /// the `[tls]` certificate itself.
+    pub ca_file: Option<PathBuf>,
+    /// Upper bound of the redial backoff (exponential, full jitter).
+    #[serde(deserialize_with = "de::duration")]
+    pub reconnect_max: Duration,
 }
 
 /// One entry of `replicas.peers`: `{ id = 1, addr = "127.0.0.1:7176" }`.

@@ -255,6 +255,21 @@ impl Config {
             "(not set)",
             "a path to the pre-shared key while replicas.enabled = true",
         )?;
+        // Whether a key file exists, is private and long enough is checked
+        // when it is read (`bus_replica::ReplicaConfig::load_keys`).
+        for (field, path) in [
+            ("replicas.psk_file", &replicas.psk_file),
+            ("replicas.verify_psk_file", &replicas.verify_psk_file),
+            ("replicas.ca_file", &replicas.ca_file),
+        ] {
+            check(
+                path.as_ref().is_none_or(|p| !p.as_os_str().is_empty()),
+                field,
+                "\"\"",
+                "a path to a file, or the key left out",
+            )?;
+        }
+        positive("replicas.reconnect_max", replicas.reconnect_max)?;
         for (i, peer) in replicas.peers.iter().enumerate() {
             let field = format!("replicas.peers[{i}].id");
             check(

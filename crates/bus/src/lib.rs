@@ -40,6 +40,7 @@
 //! | `config` | no      | [`config`]: TOML schema, embedded defaults, validation (`bus-config`) |
 //! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
 //! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
+//! | `replica` | no      | [`replica`]: the replica handshake (spec §4) as sans-IO state machines, pre-shared key files, key rotation, replica settings (`bus-replica`; `Config::replicas_config` with `config`) |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -89,3 +90,7 @@ pub use bus_client::{Client, ClientError, ClientOptions};
 #[cfg(feature = "shard")]
 #[doc(inline)]
 pub use bus_shard as shard;
+
+#[cfg(feature = "replica")]
+#[doc(inline)]
+pub use bus_replica as replica;

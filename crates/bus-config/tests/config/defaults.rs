@@ -60,6 +60,8 @@ fn defaults_file_shows_every_optional_key() {
         "# key = ",
         "# client_ca = ",
         "# psk_file = ",
+        "# verify_psk_file = ",
+        "# ca_file = ",
         "#   peers = [",
     ] {
         assert!(

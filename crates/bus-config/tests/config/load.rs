@@ -106,7 +106,13 @@ fn replica_section_with_peers_and_cluster() {
     )
     .unwrap();
     let replicas = &config.replicas;
+    assert!(replicas.enabled);
     assert_eq!(replicas.cluster, 0xdead_beef);
+    assert_eq!(replicas.verify_psk_file, None);
+    assert_eq!(replicas.ca_file, None);
+    assert_eq!(replicas.reconnect_max, Duration::from_secs(5));
+    assert!(replicas.require_sealed);
+    assert!(!replicas.tls);
     assert_eq!(
         replicas.psk_file,
         Some(PathBuf::from("/etc/bus/replica.psk"))
@@ -119,6 +125,46 @@ fn replica_section_with_peers_and_cluster() {
             (2, "[::1]:7276".parse().unwrap())
         ]
     );
+}
+
+#[test]
+fn every_replica_key_of_the_contract_is_read() {
+    let config = Config::from_toml_str(
+        r#"
+        [replicas]
+        enabled = true
+        cluster = "1234"
+        self_id = 2
+        psk_file = "/etc/bus/new.psk"
+        verify_psk_file = "/etc/bus/old.psk"
+        listen = "0.0.0.0:7275"
+        peers = [{ id = 0, addr = "10.0.0.1:7075" }, { id = 1, addr = "10.0.0.2:7175" }]
+        require_sealed = false
+        tls = true
+        ca_file = "/etc/bus/cluster-ca.pem"
+        reconnect_max = "750 ms"
+        "#,
+    )
+    .unwrap();
+    let replicas = &config.replicas;
+    assert_eq!(replicas.cluster, 1234);
+    assert_eq!(replicas.self_id, 2);
+    assert_eq!(replicas.psk_file, Some(PathBuf::from("/etc/bus/new.psk")));
+    assert_eq!(
+        replicas.verify_psk_file,
+        Some(PathBuf::from("/etc/bus/old.psk"))
+    );
+    assert_eq!(replicas.listen, "0.0.0.0:7275".parse().unwrap());
+    assert_eq!(replicas.peers.len(), 2);
+    assert_eq!(replicas.peers[1].id, 1);
+    assert_eq!(replicas.peers[1].addr, "10.0.0.2:7175".parse().unwrap());
+    assert!(!replicas.require_sealed);
+    assert!(replicas.tls);
+    assert_eq!(
+        replicas.ca_file,
+        Some(PathBuf::from("/etc/bus/cluster-ca.pem"))
+    );
+    assert_eq!(replicas.reconnect_max, Duration::from_millis(750));
 }
 
 #[test]

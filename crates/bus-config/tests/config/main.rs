@@ -2,6 +2,7 @@
 
 mod defaults;
 mod load;
+mod replica;
 mod tls;
 mod validate;
 mod ws;

@@ -424,6 +424,47 @@ fn replicas_duplicate_peer_id() {
 }
 
 #[test]
+fn replicas_empty_key_file_paths() {
+    for (field, others) in [
+        ("psk_file", ""),
+        ("verify_psk_file", "psk_file = \"psk\""),
+        ("ca_file", "psk_file = \"psk\""),
+    ] {
+        let message = invalid(
+            &format!("[replicas]\nenabled = true\n{others}\n{field} = \"\""),
+            &format!("replicas.{field}"),
+        );
+        assert!(message.contains("a path to a file"), "{message}");
+    }
+}
+
+#[test]
+fn replicas_reconnect_max_zero() {
+    let message = invalid(
+        "[replicas]\nreconnect_max = \"0 s\"",
+        "replicas.reconnect_max",
+    );
+    assert_eq!(
+        message,
+        "replicas.reconnect_max = 0 s is out of range: allowed > 0 s"
+    );
+}
+
+#[test]
+fn replicas_reconnect_max_without_unit() {
+    unparsable(
+        "[replicas]\nreconnect_max = \"5\"",
+        "replicas.reconnect_max",
+    );
+}
+
+#[test]
+fn replicas_unknown_key() {
+    let message = unparsable("[replicas]\npsk = \"x\"", "replicas");
+    assert!(message.contains("unknown field `psk`"), "{message}");
+}
+
+#[test]
 fn replicas_self_id_beyond_u8() {
     unparsable("[replicas]\nself_id = 256", "replicas.self_id");
 }
