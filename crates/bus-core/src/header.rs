@@ -185,10 +185,13 @@ impl FrameError {
             Self::TooSmall { .. }
             | Self::BadProtocol { .. }
             | Self::BadCommand { .. }
-            | Self::NotSealed
             | Self::MessageLength { .. }
             | Self::TextMessage => GoodbyeReason::MalformedFrame,
-            Self::HeaderChecksum | Self::BodyChecksum => GoodbyeReason::ChecksumMismatch,
+            // Spec §4: an unsealed frame where sealing is required is a
+            // checksum mismatch.
+            Self::HeaderChecksum | Self::BodyChecksum | Self::NotSealed => {
+                GoodbyeReason::ChecksumMismatch
+            }
         }
     }
 }
