@@ -25,6 +25,10 @@ impl Config {
         config.max_message_size_bytes =
             u32::try_from(bus.max_message_size.bytes()).unwrap_or(u32::MAX);
         config.queue_capacity_frames = bus.queue_capacity_frames;
+        config.queue_capacity_bytes =
+            usize::try_from(bus.queue_capacity_bytes.bytes()).unwrap_or(usize::MAX);
+        config.inbound_budget_bytes = bus.inbound_budget.bytes();
+        config.max_outstanding_requests = bus.max_outstanding_requests;
         config.max_batch_frames = bus.max_batch_frames;
         config.read_buffer_bytes = usize::try_from(bus.read_buffer.bytes()).unwrap_or(usize::MAX);
         config.handshake_grace = bus.handshake_grace;

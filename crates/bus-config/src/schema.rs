@@ -55,6 +55,13 @@ pub struct BusSection {
     pub max_message_size: ByteSize,
     /// Capacity of each connection's outbound queue, in frames (spec §6).
     pub queue_capacity_frames: usize,
+    /// Capacity of each connection's outbound queue, in bytes.
+    pub queue_capacity_bytes: ByteSize,
+    /// Node-wide budget for partly received frames larger than a read
+    /// buffer.
+    pub inbound_budget: ByteSize,
+    /// Most server requests outstanding on one connection (spec §9).
+    pub max_outstanding_requests: usize,
     /// Most frames a writer drains into one write.
     pub max_batch_frames: usize,
     /// Read buffer of each connection.

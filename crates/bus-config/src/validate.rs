@@ -76,6 +76,22 @@ impl Config {
             MAX_MESSAGE_SIZE,
         )?;
         at_least("bus.queue_capacity_frames", bus.queue_capacity_frames, 1)?;
+        for (field, bytes) in [
+            ("bus.queue_capacity_bytes", bus.queue_capacity_bytes),
+            ("bus.inbound_budget", bus.inbound_budget),
+        ] {
+            check(
+                bytes >= bus.max_message_size,
+                field,
+                bytes,
+                format!(">= bus.max_message_size ({})", bus.max_message_size),
+            )?;
+        }
+        at_least(
+            "bus.max_outstanding_requests",
+            bus.max_outstanding_requests,
+            1,
+        )?;
         in_range(
             "bus.max_batch_frames",
             bus.max_batch_frames,

@@ -28,7 +28,7 @@ use crate::{
     state::CloseReason,
     stats::{BusCounters, BusStats, ConnectionStats, bump},
     tasks::TaskSet,
-    transport::{Connection, ConnectionInfo, Listener, ReadSettings},
+    transport::{Connection, ConnectionInfo, FrameReader, FrameWriter, Listener, ReadSettings},
 };
 
 /// The application's side of the bus.
@@ -74,6 +74,25 @@ pub trait Forwarder: 'static {
     /// Forwards a broadcast to every other shard; returns how many shards
     /// accepted it.
     fn broadcast(&self, frame: &Frame) -> usize;
+
+    /// Forwards a send to the shard that owns the connection of replica
+    /// `replica`, if another shard does.
+    fn send_to_replica(&self, replica: u8, frame: Frame) -> Result<(), SendError> {
+        let _ = (replica, frame);
+        Err(SendError::NotConnected)
+    }
+}
+
+/// Why [`Bus::adopt_replica`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdoptError {
+    /// The bus is shutting down.
+    #[error("the bus is shutting down")]
+    ShuttingDown,
+    /// A live connection to this replica exists already.
+    #[error("replica {0} is connected already")]
+    Duplicate(u8),
 }
 
 /// Lifecycle of the bus.
@@ -167,9 +186,15 @@ impl Inner {
         link.max_batch_frames = config.max_batch_frames;
         link.close_grace = config.close_grace;
         link.close_peer_timeout = config.close_peer_timeout;
-        link.idle_timeout = config.idle_timeout;
-        // Replica connections are authenticated before they get here.
-        link.first_frame_grace = client.map(|_| config.handshake_grace);
+        if client.is_some() {
+            link.idle_timeout = config.idle_timeout;
+            link.first_frame_grace = Some(config.handshake_grace);
+        } else {
+            // Replica connections are authenticated before they get here;
+            // they keep themselves alive and detect a silent link.
+            link.idle_timeout = config.replica_idle_timeout;
+            link.keepalive = config.replica_keepalive;
+        }
         link.stamp_client = client.map(ClientId::as_raw);
         link.max_outstanding_requests = config.max_outstanding_requests;
         link
@@ -328,9 +353,49 @@ impl Bus {
         if self.is_shutting_down() {
             return Err(SendError::ShuttingDown);
         }
-        let replicas = self.inner.replicas.borrow();
-        let conn = replicas.get(&replica).ok_or(SendError::NotConnected)?;
-        self.enqueue(conn, frame)
+        let conn = self.inner.replicas.borrow().get(&replica).cloned();
+        if let Some(conn) = conn {
+            return self.enqueue(&conn, frame);
+        }
+        // Another shard may own it.
+        let forwarder = self.inner.forwarder.borrow().clone();
+        forwarder.map_or(Err(SendError::NotConnected), |f| {
+            f.send_to_replica(replica, frame)
+        })
+    }
+
+    /// Whether this bus has a live connection to replica `replica`.
+    pub fn has_replica(&self, replica: u8) -> bool {
+        self.inner.replicas.borrow().contains_key(&replica)
+    }
+
+    /// Takes over an established, authenticated connection to or from
+    /// replica `replica` (the replica layer ran the transport handshake and
+    /// spec §4's handshake on it). Unlike [`Bus::install_replica`] it never
+    /// replaces a live connection: a second connection for the same replica
+    /// is refused with [`AdoptError::Duplicate`] and the first keeps
+    /// working. `started` is when the connection was accepted or dialed.
+    pub fn adopt_replica<R: FrameReader, W: FrameWriter>(
+        &self,
+        reader: R,
+        writer: W,
+        info: ConnectionInfo,
+        replica: u8,
+        started: Instant,
+    ) -> Result<(), AdoptError> {
+        if self.is_shutting_down() {
+            return Err(AdoptError::ShuttingDown);
+        }
+        if self.has_replica(replica) {
+            return Err(AdoptError::Duplicate(replica));
+        }
+        let conn = self
+            .register(Some(replica), info, started)
+            .ok_or(AdoptError::ShuttingDown)?;
+        self.inner
+            .connections
+            .spawn(driver::run(self.clone(), conn, reader, writer));
+        Ok(())
     }
 
     /// Queues `frame` for every client on this shard and forwards it to the

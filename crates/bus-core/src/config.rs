@@ -63,6 +63,13 @@ pub struct BusConfig {
     /// Most requests from this bus outstanding on one connection at once
     /// (spec §9); one more fails at once.
     pub max_outstanding_requests: usize,
+    /// Replica connections send a `Ping` after this long without a frame
+    /// from the peer; `None` disables it.
+    pub replica_keepalive: Option<Duration>,
+    /// Replica connections that received nothing for this long are closed
+    /// with `Goodbye(IdleTimeout)`; `None` disables it. Longer than
+    /// `replica_keepalive`.
+    pub replica_idle_timeout: Option<Duration>,
 }
 
 impl Default for BusConfig {
@@ -84,6 +91,8 @@ impl Default for BusConfig {
             require_sealed_replicas: true,
             slow_consumer: SlowConsumerPolicy::Keep,
             max_outstanding_requests: limits::DEFAULT_MAX_OUTSTANDING_REQUESTS,
+            replica_keepalive: Some(limits::DEFAULT_REPLICA_KEEPALIVE),
+            replica_idle_timeout: Some(limits::DEFAULT_REPLICA_IDLE_TIMEOUT),
         }
     }
 }
@@ -171,6 +180,14 @@ impl BusConfig {
             ("close_peer_timeout", self.close_peer_timeout),
         ] {
             check(!d.is_zero(), field, format!("{d:?}"), "> 0 s")?;
+        }
+        if let (Some(keepalive), Some(idle)) = (self.replica_keepalive, self.replica_idle_timeout) {
+            check(
+                !keepalive.is_zero() && keepalive < idle,
+                "replica_keepalive",
+                format!("{keepalive:?}"),
+                "> 0 s and below replica_idle_timeout",
+            )?;
         }
         if let Some(d) = self.idle_timeout {
             check(

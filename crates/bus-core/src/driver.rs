@@ -78,7 +78,7 @@ pub(crate) async fn handshake<C: Connection>(bus: Bus, connection: C, replica: O
 
 /// The connection task: announce, run the link, and whatever ends it,
 /// evict the slot and report the loss once.
-async fn run<R: FrameReader, W: FrameWriter>(
+pub(crate) async fn run<R: FrameReader, W: FrameWriter>(
     bus: Bus,
     conn: Rc<Conn>,
     mut reader: R,

@@ -529,7 +529,7 @@ mod tests {
             (FrameError::TooSmall { size: 1 }, R::MalformedFrame),
             (FrameError::BadProtocol { protocol: 0 }, R::MalformedFrame),
             (FrameError::BadCommand { command: 0 }, R::MalformedFrame),
-            (FrameError::NotSealed, R::MalformedFrame),
+            (FrameError::NotSealed, R::ChecksumMismatch),
             (
                 FrameError::MessageLength {
                     len: 300,

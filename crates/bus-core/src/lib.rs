@@ -43,7 +43,9 @@ pub mod transport;
 
 pub use budget::{InboundBudget, Reservation};
 pub use buf::{ByteBuf, Frame, FrameMut};
-pub use bus::{BroadcastReport, Bus, ConnectionSnapshot, Forwarder, Handler, ShutdownReport};
+pub use bus::{
+    AdoptError, BroadcastReport, Bus, ConnectionSnapshot, Forwarder, Handler, ShutdownReport,
+};
 pub use config::{BusConfig, ConfigError, SlowConsumerPolicy};
 pub use error::{Error, RequestError, SendError};
 pub use framing::{DecodeLimits, Decoder, Progress, StreamReader};

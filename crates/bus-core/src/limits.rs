@@ -58,6 +58,14 @@ pub const DEFAULT_INBOUND_BUDGET_BYTES: u64 = 256 << 20;
 /// (spec §9).
 pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
 
+/// Default keep-alive of replica connections: a `Ping` after this long
+/// without a frame from the peer.
+pub const DEFAULT_REPLICA_KEEPALIVE: Duration = Duration::from_secs(1);
+/// Default idle bound of replica connections: a replica that sent nothing
+/// (not even a `Pong`) for this long is closed, so a link whose packets
+/// vanish is detected within it.
+pub const DEFAULT_REPLICA_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Pause after a failed `accept` (for example out of file descriptors), so a
 /// persistent error does not spin the shard.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -84,6 +92,8 @@ const _: () = assert!(MAX_BATCH_FRAMES_LIMIT <= IOV_MAX / 2);
 const _: () = assert!(DEFAULT_MAX_BATCH_FRAMES <= MAX_BATCH_FRAMES_LIMIT);
 const _: () = assert!(MIN_READ_BUFFER_BYTES >= 2 * HEADER_SIZE);
 const _: () = assert!(DEFAULT_READ_BUFFER_BYTES >= MIN_READ_BUFFER_BYTES);
+const _: () =
+    assert!(DEFAULT_REPLICA_KEEPALIVE.as_nanos() < DEFAULT_REPLICA_IDLE_TIMEOUT.as_nanos());
 const _: () = assert!(DEFAULT_QUEUE_CAPACITY_BYTES >= DEFAULT_MAX_MESSAGE_SIZE_BYTES as usize);
 const _: () = assert!(DEFAULT_INBOUND_BUDGET_BYTES >= DEFAULT_MAX_MESSAGE_SIZE_BYTES as u64);
 // The default read buffer is a pooled class, so idle connections recycle it.

@@ -75,6 +75,9 @@ pub struct LinkConfig {
     pub close_peer_timeout: Duration,
     /// Close with `Goodbye(IdleTimeout)` after this long without a frame.
     pub idle_timeout: Option<Duration>,
+    /// Send a `Ping` after this long without receiving a frame (shorter
+    /// than `idle_timeout`, so a live but quiet peer answers in time).
+    pub keepalive: Option<Duration>,
     /// Close with `Goodbye(IdleTimeout)` when no frame arrived this long
     /// after the start (spec §7); `None` for a side that speaks first.
     pub first_frame_grace: Option<Duration>,
@@ -97,6 +100,7 @@ impl LinkConfig {
             close_grace: limits::DEFAULT_CLOSE_GRACE,
             close_peer_timeout: limits::DEFAULT_CLOSE_PEER_TIMEOUT,
             idle_timeout: None,
+            keepalive: None,
             first_frame_grace: None,
             stamp_client: None,
             max_outstanding_requests: limits::DEFAULT_MAX_OUTSTANDING_REQUESTS,
@@ -113,6 +117,7 @@ impl LinkConfig {
             close_grace: self.close_grace,
             close_peer_timeout: self.close_peer_timeout,
             idle_timeout: self.idle_timeout,
+            keepalive: self.keepalive,
             first_frame_grace: self.first_frame_grace,
             stamp_client: self.stamp_client,
             issuer: match self.role {

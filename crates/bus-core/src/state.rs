@@ -69,6 +69,10 @@ pub(crate) struct CoreConfig {
     pub(crate) close_grace: Duration,
     pub(crate) close_peer_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
+    /// Send a `Ping` after this long without receiving anything, so a
+    /// silent peer (or a link that lost its packets) shows within
+    /// `idle_timeout`.
+    pub(crate) keepalive: Option<Duration>,
     /// Bound from the start to the first frame (spec §7); `None` on a side
     /// that speaks first itself (a client).
     pub(crate) first_frame_grace: Option<Duration>,
@@ -159,6 +163,10 @@ pub(crate) struct ConnCore {
     /// was armed (so no clock is read per frame).
     idle_deadline: Option<Instant>,
     received_since_idle_check: bool,
+    /// When the keep-alive check runs next, and whether a frame arrived
+    /// since the last one.
+    keepalive_deadline: Option<Instant>,
+    received_since_keepalive: bool,
     /// The Goodbye reason the writer chose for its closing write.
     goodbye_sent: Option<GoodbyeReason>,
     queue: OutQueue,
@@ -189,6 +197,8 @@ impl ConnCore {
             first_frame_deadline: config.first_frame_grace.map(|g| now + g),
             idle_deadline: config.idle_timeout.map(|t| now + t),
             received_since_idle_check: false,
+            keepalive_deadline: config.keepalive.map(|t| now + t),
+            received_since_keepalive: false,
             queue: OutQueue::new(config.queue),
             requests: Requests::new(config.issuer, config.max_outstanding_requests),
             config,
@@ -346,6 +356,7 @@ impl ConnCore {
         }
         self.first_frame_deadline = None;
         self.received_since_idle_check = true;
+        self.received_since_keepalive = true;
         match frame.header().command() {
             command @ (Command::Application(_) | Command::Pong) => {
                 let frame = match self.config.stamp_client {
@@ -558,10 +569,14 @@ impl ConnCore {
     /// The next instant [`ConnCore::tick`] has something to do, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Open => match (self.first_frame_deadline, self.idle_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            Phase::Open => [
+                self.first_frame_deadline,
+                self.idle_deadline,
+                self.keepalive_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Phase::Closing { .. } | Phase::Draining => self.deadline,
             Phase::Done => None,
         }
@@ -581,6 +596,17 @@ impl ConnCore {
                         now,
                     );
                     return;
+                }
+                if let (Some(due), Some(interval)) =
+                    (self.keepalive_deadline, self.config.keepalive)
+                    && now >= due
+                {
+                    if !std::mem::take(&mut self.received_since_keepalive) {
+                        // Nothing heard for a whole interval: ask. A full
+                        // queue skips it (the queue proves we are busy).
+                        let _ = self.queue.push(keepalive_ping());
+                    }
+                    self.keepalive_deadline = Some(now + interval);
                 }
                 if let (Some(due), Some(timeout)) = (self.idle_deadline, self.config.idle_timeout)
                     && now >= due
@@ -626,6 +652,13 @@ fn stamp_client(frame: Frame, id: u128) -> Frame {
         frame.reseal_header();
     }
     frame.freeze()
+}
+
+/// The `Ping` a keep-alive sends.
+fn keepalive_ping() -> Frame {
+    let mut ping = FrameMut::new(Command::Ping, 0);
+    ping.seal();
+    ping.freeze()
 }
 
 /// `Pong` with the `Ping`'s `request` and `command_area` (spec §2).

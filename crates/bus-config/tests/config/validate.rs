@@ -71,6 +71,31 @@ fn bus_queue_capacity_frames_zero() {
 }
 
 #[test]
+fn bus_queue_capacity_bytes_below_max_message_size() {
+    let message = invalid(
+        "[bus]\nmax_message_size = \"1 MiB\"\nqueue_capacity_bytes = \"512 KiB\"",
+        "bus.queue_capacity_bytes",
+    );
+    assert!(
+        message.contains(">= bus.max_message_size (1 MiB)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bus_inbound_budget_below_max_message_size() {
+    invalid("[bus]\ninbound_budget = \"1 MiB\"", "bus.inbound_budget");
+}
+
+#[test]
+fn bus_max_outstanding_requests_zero() {
+    invalid(
+        "[bus]\nmax_outstanding_requests = 0",
+        "bus.max_outstanding_requests",
+    );
+}
+
+#[test]
 fn bus_max_batch_frames_above_512() {
     invalid("[bus]\nmax_batch_frames = 513", "bus.max_batch_frames");
 }
