@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod frames;
+pub mod mesh;
 pub mod pki;
 pub mod recorder;
 pub mod scenarios;

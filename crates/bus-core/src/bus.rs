@@ -364,6 +364,46 @@ impl Bus {
         })
     }
 
+    /// How this bus reads replica connections: the receiver's rules (with
+    /// `require_sealed_replicas`), the read buffer and the inbound budget.
+    /// For a replica layer that establishes connections itself before
+    /// [`Bus::adopt_replica`].
+    pub fn replica_read_settings(&self) -> ReadSettings {
+        self.inner.read_settings(true)
+    }
+
+    /// Spawns `task` tracked with the bus's accept loops and handshakes: it
+    /// is cancelled when [`Bus::shutdown`] starts, before connections
+    /// close. For work that makes connections outside the bus (a replica
+    /// layer's dialers and handshakes). Fails once shutdown has started.
+    pub fn spawn_handshake(&self, task: impl Future<Output = ()> + 'static) -> Result<(), Error> {
+        self.ensure_running()?;
+        self.inner.intake.spawn(task);
+        Ok(())
+    }
+
+    /// Closes the connection to replica `replica` on purpose, as
+    /// [`Bus::close_client`] does for a client.
+    pub fn close_replica(
+        &self,
+        replica: u8,
+        reason: GoodbyeReason,
+        detail: &str,
+    ) -> Result<(), SendError> {
+        let conn = self
+            .inner
+            .replicas
+            .borrow()
+            .get(&replica)
+            .cloned()
+            .ok_or(SendError::NotConnected)?;
+        if conn.link.close(reason, detail, CloseReason::Closed(reason)) {
+            Ok(())
+        } else {
+            Err(SendError::NotConnected)
+        }
+    }
+
     /// Whether this bus has a live connection to replica `replica`.
     pub fn has_replica(&self, replica: u8) -> bool {
         self.inner.replicas.borrow().contains_key(&replica)

@@ -169,6 +169,14 @@ impl Decoder {
         self.limits
     }
 
+    /// Applies `limits` from the next frame on: bytes already buffered
+    /// are decoded under them, a frame already being received is not
+    /// checked again. The replica handshake reads its three bare frames
+    /// with a 256-byte limit and lifts it once the peer is authenticated.
+    pub fn set_limits(&mut self, limits: DecodeLimits) {
+        self.limits = limits;
+    }
+
     /// Whether the decoder sits exactly between frames (no partial frame
     /// buffered).
     pub fn is_between_frames(&self) -> bool {
@@ -393,6 +401,12 @@ impl<S: ByteSource> StreamReader<S> {
     /// The decoder.
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// The decoder, mutable (to change its limits between frames, see
+    /// [`Decoder::set_limits`]).
+    pub fn decoder_mut(&mut self) -> &mut Decoder {
+        &mut self.decoder
     }
 
     /// Reads more bytes into `space`, retrying on `Interrupted`.

@@ -5,7 +5,10 @@ use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use bus_core::{Bus, CloseReason, ConnectionInfo, Frame, Handler, Peer};
 
-use crate::{Monitor, link::Shared};
+use crate::{
+    Monitor,
+    link::{ReplicaOwners, Shared},
+};
 
 /// What a handler factory learns about the shard it builds a handler for.
 #[derive(Debug, Clone)]
@@ -29,11 +32,13 @@ impl ShardContext {
 }
 
 /// Wraps the application's handler to keep the shard's live-connection
-/// count that least-connections placement reads. One atomic add per
+/// count that least-connections placement reads, and the node-wide table of
+/// which shard owns each replica connection. One atomic operation per
 /// connection, nothing per frame.
 pub(crate) struct ShardHandler<H> {
     pub(crate) inner: H,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) owners: Arc<ReplicaOwners>,
 }
 
 impl<H: Handler> Handler for ShardHandler<H> {
@@ -42,8 +47,11 @@ impl<H: Handler> Handler for ShardHandler<H> {
     }
 
     fn on_connected(&self, bus: &Bus, peer: Peer, info: &ConnectionInfo) {
-        if matches!(peer, Peer::Client(_)) {
-            self.shared.live.fetch_add(1, Relaxed);
+        match peer {
+            Peer::Client(_) => {
+                self.shared.live.fetch_add(1, Relaxed);
+            }
+            Peer::Replica(id) => self.owners.connected(id, bus.shard()),
         }
         self.inner.on_connected(bus, peer, info);
     }
@@ -51,8 +59,11 @@ impl<H: Handler> Handler for ShardHandler<H> {
     fn on_connection_lost(&self, bus: &Bus, peer: Peer, reason: &CloseReason) {
         // Before the application hears of it, so that a test (or an
         // operator) that saw the loss also sees the count drop.
-        if matches!(peer, Peer::Client(_)) {
-            self.shared.live.fetch_sub(1, Relaxed);
+        match peer {
+            Peer::Client(_) => {
+                self.shared.live.fetch_sub(1, Relaxed);
+            }
+            Peer::Replica(id) => self.owners.lost(id, bus.shard()),
         }
         self.inner.on_connection_lost(bus, peer, reason);
     }

@@ -51,6 +51,14 @@
 //!   `SendError::InboxFull`, counted, and nothing waits. `Bus::broadcast`
 //!   queues locally and posts one message per other shard, which queues the
 //!   same allocation to each of its clients.
+//! - **Replicas.** A replica connection lives on one shard like a client;
+//!   a node-wide table (replica id → owning shard, one atomic per id,
+//!   written once per connection) routes `Bus::send_to_replica` from any
+//!   shard through the owner's inbox. A [`DelegatedService`] listener
+//!   ([`ShardsBuilder::listen_service`]) hands accepted sockets to a
+//!   service that runs its own handshake on the owning shard, and
+//!   [`ShardsBuilder::on_start`] runs code on every shard once its bus
+//!   exists (the replica mesh's dialers).
 //! - **Handlers** come from a factory called once per shard on its own
 //!   thread, so handler state is per shard and needs no locks.
 //! - **Shutdown** ([`Shards::shutdown`]): every shard runs its bus's graceful
@@ -87,4 +95,4 @@ pub use handler::ShardContext;
 pub use monitor::Monitor;
 pub use shards::{Shards, ShardsBuilder};
 pub use stats::{ShardExit, ShardStats, ShardsShutdownReport};
-pub use transport::{DelegatedTransport, Tcp};
+pub use transport::{DelegatedService, DelegatedTransport, Tcp};

@@ -10,7 +10,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -30,6 +30,8 @@ pub(crate) enum Message {
     ToClient(ClientId, Frame),
     /// Queue `Frame` for every client of the shard.
     Broadcast(Frame),
+    /// Queue `Frame` for the replica connection this shard owns.
+    ToReplica(u8, Frame),
 }
 
 /// A socket accepted on shard 0 for the shard that will own it, before any
@@ -157,6 +159,55 @@ impl Link {
 
 /// Every shard's link, indexed by shard.
 pub(crate) type Links = Arc<[Link]>;
+
+/// Which shard owns the live connection of each replica id, node-wide:
+/// written when a replica connection is registered or lost (once per
+/// connection), read by sends to replicas on other shards (one atomic load).
+#[derive(Debug)]
+pub(crate) struct ReplicaOwners([AtomicU32; 256]);
+
+impl Default for ReplicaOwners {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU32::new(NO_OWNER)))
+    }
+}
+
+/// An empty slot of [`ReplicaOwners`] (shard indices fit in 16 bits).
+const NO_OWNER: u32 = u32::MAX;
+
+impl ReplicaOwners {
+    /// The shard that owns replica `id`'s connection, if one is live.
+    pub(crate) fn owner(&self, id: u8) -> Option<u16> {
+        u16::try_from(self.0[usize::from(id)].load(Relaxed)).ok()
+    }
+
+    /// Replica `id`'s connection now lives on `shard`.
+    pub(crate) fn connected(&self, id: u8, shard: u16) {
+        self.0[usize::from(id)].store(u32::from(shard), Relaxed);
+    }
+
+    /// Replica `id`'s connection on `shard` is gone (a newer one elsewhere
+    /// keeps its slot).
+    pub(crate) fn lost(&self, id: u8, shard: u16) {
+        let _ =
+            self.0[usize::from(id)].compare_exchange(u32::from(shard), NO_OWNER, Relaxed, Relaxed);
+    }
+}
+
+/// Sends `frame` to replica `id` through the inbox of the shard that owns
+/// its connection.
+pub(crate) fn forward_to_replica(
+    links: &Links,
+    owners: &ReplicaOwners,
+    id: u8,
+    frame: Frame,
+) -> Result<(), SendError> {
+    let owner = owners.owner(id).ok_or(SendError::NotConnected)?;
+    links
+        .get(usize::from(owner))
+        .ok_or(SendError::NotConnected)?
+        .post(Message::ToReplica(id, frame))
+}
 
 /// Sends `frame` to client `id` through the owning shard's inbox.
 pub(crate) fn forward(links: &Links, id: ClientId, frame: Frame) -> Result<(), SendError> {

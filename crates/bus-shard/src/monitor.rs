@@ -1,7 +1,7 @@
 //! [`Monitor`]: reading the running shards from any thread.
 
 use std::{
-    sync::{atomic::Ordering::Relaxed, mpsc},
+    sync::{Arc, atomic::Ordering::Relaxed, mpsc},
     time::Instant,
 };
 
@@ -10,7 +10,7 @@ use bus_core::ConnectionSnapshot;
 use crate::{
     ShardError,
     config::STATS_TIMEOUT,
-    link::{Control, Links},
+    link::{Control, Links, ReplicaOwners},
     stats::ShardStats,
 };
 
@@ -23,6 +23,7 @@ use crate::{
 #[derive(Clone)]
 pub struct Monitor {
     links: Links,
+    owners: Arc<ReplicaOwners>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -34,8 +35,14 @@ impl std::fmt::Debug for Monitor {
 }
 
 impl Monitor {
-    pub(crate) fn new(links: Links) -> Self {
-        Self { links }
+    pub(crate) fn new(links: Links, owners: Arc<ReplicaOwners>) -> Self {
+        Self { links, owners }
+    }
+
+    /// The shard that owns the live connection to replica `replica`, if
+    /// any. One atomic read.
+    pub fn replica_shard(&self, replica: u8) -> Option<u16> {
+        self.owners.owner(replica)
     }
 
     /// How many shards run.

@@ -38,7 +38,10 @@ use crate::{
     ShardError,
     config::{ACCEPT_ERROR_BACKOFF, DROP_SHUTDOWN_GRACE, INBOX_BATCH_MESSAGES, Placement},
     handler::{ShardContext, ShardHandler},
-    link::{Control, Handoff, Link, Links, Mailbox, Message, PendingGuard, forward},
+    link::{
+        Control, Handoff, Link, Links, Mailbox, Message, PendingGuard, ReplicaOwners, forward,
+        forward_to_replica,
+    },
     monitor::Monitor,
     placement::Placer,
     stats::{ShardExit, ShardStats},
@@ -49,6 +52,10 @@ use crate::{
 /// that must stay where it was bound). Returns its bound address.
 pub(crate) type LocalListener =
     Box<dyn FnOnce(&Bus) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> + Send>;
+
+/// Code run on every shard once its bus exists
+/// ([`ShardsBuilder::on_start`](crate::ShardsBuilder::on_start)).
+pub(crate) type StartHook = Arc<dyn Fn(&Bus, &ShardContext) + Send + Sync>;
 
 /// A delegated listener: bound and accepted on shard 0.
 pub(crate) struct Delegated {
@@ -78,6 +85,8 @@ pub(crate) struct Seed {
     pub(crate) links: Links,
     pub(crate) mailbox: Mailbox,
     pub(crate) installers: Arc<[Box<dyn Install>]>,
+    pub(crate) hooks: Arc<[StartHook]>,
+    pub(crate) owners: Arc<ReplicaOwners>,
     pub(crate) delegated: Vec<Delegated>,
     pub(crate) local: Vec<(usize, LocalListener)>,
     pub(crate) ready: mpsc::Sender<(u16, Result<Ready, ShardError>)>,
@@ -145,6 +154,8 @@ where
         links,
         mut mailbox,
         installers,
+        hooks,
+        owners,
         delegated,
         local,
         ready,
@@ -154,13 +165,15 @@ where
         let _ = ready.send((shard, Err(error)));
     };
     let me = &links[usize::from(shard)];
+    let context = ShardContext {
+        shard,
+        count,
+        monitor: Monitor::new(links.clone(), owners.clone()),
+    };
     let handler = ShardHandler {
-        inner: factory(&ShardContext {
-            shard,
-            count,
-            monitor: Monitor::new(links.clone()),
-        }),
+        inner: factory(&context),
         shared: me.shared.clone(),
+        owners: owners.clone(),
     };
     bus_config.shard = shard;
     let bus = match Bus::with_budget(bus_config, handler, budget) {
@@ -174,8 +187,12 @@ where
     bus.set_forwarder(Rc::new(ShardForwarder {
         shard,
         links: links.clone(),
+        owners,
         counters: counters.clone(),
     }));
+    for hook in hooks.iter() {
+        hook(&bus, &context);
+    }
 
     let mut addrs = Vec::new();
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
@@ -326,6 +343,11 @@ fn deliver(bus: &Bus, counters: &Counters, message: Message) {
             bus.broadcast_local(&frame);
             true
         }
+        // Only a connection of this shard: a stale owner entry must not
+        // send the frame on to yet another shard.
+        Message::ToReplica(id, frame) => {
+            bus.has_replica(id) && bus.send_to_replica(id, frame).is_ok()
+        }
     };
     if !delivered {
         bump(&counters.inbox_undeliverable);
@@ -439,12 +461,28 @@ async fn accept_loop(state: AcceptLoop) {
 struct ShardForwarder {
     shard: u16,
     links: Links,
+    owners: Arc<ReplicaOwners>,
     counters: Rc<Counters>,
 }
 
 impl Forwarder for ShardForwarder {
     fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError> {
         let sent = forward(&self.links, id, frame);
+        match sent {
+            Ok(()) => bump(&self.counters.forwarded),
+            Err(SendError::InboxFull) => bump(&self.counters.forward_inbox_full),
+            Err(_) => {}
+        }
+        sent
+    }
+
+    fn send_to_replica(&self, replica: u8, frame: Frame) -> Result<(), SendError> {
+        // This shard's own bus has already looked: an entry naming this
+        // shard is stale (the connection is ending).
+        if self.owners.owner(replica) == Some(self.shard) {
+            return Err(SendError::NotConnected);
+        }
+        let sent = forward_to_replica(&self.links, &self.owners, replica, frame);
         match sent {
             Ok(()) => bump(&self.counters.forwarded),
             Err(SendError::InboxFull) => bump(&self.counters.forward_inbox_full),

@@ -8,18 +8,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bus_core::{BusConfig, ClientId, Frame, Handler, SendError, transport::Listener};
+use bus_core::{Bus, BusConfig, ClientId, Frame, Handler, SendError, transport::Listener};
 use bus_tcp::TcpListenerConfig;
 
 use crate::{
     ShardError,
     config::{SHUTDOWN_MARGIN, STARTUP_TIMEOUT, ShardsConfig},
     handler::ShardContext,
-    link::{self, Links, Message},
+    link::{self, Links, Message, ReplicaOwners},
     monitor::Monitor,
-    shard::{self, Delegated, LocalListener, Ready, Seed},
+    shard::{self, Delegated, LocalListener, Ready, Seed, StartHook},
     stats::{ShardExit, ShardStats, ShardsShutdownReport},
-    transport::{DelegatedTransport, Install, Tcp},
+    transport::{DelegatedService, DelegatedTransport, Install, Service, Tcp},
 };
 
 /// Grace of the shutdown of shards that did start when another one failed.
@@ -44,6 +44,7 @@ pub struct ShardsBuilder {
     bus: BusConfig,
     listeners: Vec<Spec>,
     installers: Vec<Box<dyn Install>>,
+    hooks: Vec<StartHook>,
 }
 
 impl std::fmt::Debug for ShardsBuilder {
@@ -65,6 +66,7 @@ impl ShardsBuilder {
             bus,
             listeners: Vec::new(),
             installers: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -86,6 +88,34 @@ impl ShardsBuilder {
         self.installers.push(Box::new(transport));
         self.listeners
             .push(Spec::Delegated(config, self.installers.len() - 1));
+        self
+    }
+
+    /// A listener whose sockets a [`DelegatedService`] serves: shard 0
+    /// accepts plain TCP and hands each socket, before any handshake, to
+    /// the shard the placement policy picks, where `service.take_over`
+    /// runs. Its bound address is in [`Shards::local_addrs`] in declaration
+    /// order, like every listener's.
+    pub fn listen_service<S: DelegatedService>(
+        mut self,
+        config: TcpListenerConfig,
+        service: S,
+    ) -> Self {
+        self.installers.push(Box::new(Service(service)));
+        self.listeners
+            .push(Spec::Delegated(config, self.installers.len() - 1));
+        self
+    }
+
+    /// Runs `hook` on every shard's thread, inside its runtime, once its
+    /// bus (with its forwarder) exists and before the shard reports ready.
+    /// What it spawns should be tracked by the bus (`Bus::spawn_handshake`)
+    /// so that shutdown ends it. Hooks run in the order they were added.
+    pub fn on_start<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Bus, &ShardContext) + Send + Sync + 'static,
+    {
+        self.hooks.push(std::sync::Arc::new(hook));
         self
     }
 
@@ -152,6 +182,8 @@ impl ShardsBuilder {
             .unzip();
         let links: Links = links.into();
         let installers: Arc<[Box<dyn Install>]> = self.installers.into();
+        let hooks: Arc<[StartHook]> = self.hooks.into();
+        let owners = Arc::new(ReplicaOwners::default());
         let factory = Arc::new(factory);
         let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let shard0_serves = self.config.shard0_serves(count);
@@ -159,6 +191,7 @@ impl ShardsBuilder {
         let (exit_tx, exit_rx) = mpsc::channel();
         let mut shards = Shards {
             links: links.clone(),
+            owners: owners.clone(),
             threads: Vec::with_capacity(usize::from(count)),
             exits: Mutex::new(exit_rx),
             addrs: Vec::new(),
@@ -178,6 +211,8 @@ impl ShardsBuilder {
                 links: links.clone(),
                 mailbox,
                 installers: installers.clone(),
+                hooks: hooks.clone(),
+                owners: owners.clone(),
                 delegated: if shard == 0 {
                     delegated.take().unwrap_or_default()
                 } else {
@@ -280,6 +315,7 @@ impl Drop for ExitGuard {
 /// and detaches their threads, which end within that grace.
 pub struct Shards {
     links: Links,
+    owners: Arc<ReplicaOwners>,
     threads: Vec<Option<thread::JoinHandle<()>>>,
     exits: Mutex<mpsc::Receiver<(u16, Option<ShardExit>)>>,
     addrs: Vec<SocketAddr>,
@@ -318,6 +354,13 @@ impl Shards {
         link::forward(&self.links, id, frame)
     }
 
+    /// Queues `frame` for replica `replica` from outside any shard: pushed
+    /// into the inbox of the shard that owns its connection, without
+    /// waiting. `NotConnected` when no shard has a live connection to it.
+    pub fn send_to_replica(&self, replica: u8, frame: Frame) -> Result<(), SendError> {
+        link::forward_to_replica(&self.links, &self.owners, replica, frame)
+    }
+
     /// Queues `frame` for every client on every shard, from outside any
     /// shard; returns how many shards accepted it into their inbox. Each
     /// shard shares the one allocation among its clients.
@@ -341,7 +384,7 @@ impl Shards {
     /// A view of the shards that can be cloned and sent to other threads:
     /// live connection counts, stats and connection listings.
     pub fn monitor(&self) -> Monitor {
-        Monitor::new(self.links.clone())
+        Monitor::new(self.links.clone(), self.owners.clone())
     }
 
     /// Shuts every shard down and joins their threads.

@@ -94,6 +94,44 @@ impl DelegatedTransport for bus_ws::WsAcceptor {
     }
 }
 
+/// A delegated listener whose sockets the application serves itself on the
+/// owning shard, instead of handing them to the bus as client connections:
+/// the replica plane, which runs its own handshake (spec §4) before the bus
+/// adopts the connection (`Bus::adopt_replica`).
+///
+/// Like a [`DelegatedTransport`], the value is shared by every shard, and
+/// [`take_over`](Self::take_over) runs on the owning shard inside its
+/// runtime, before any byte of a handshake is read.
+pub trait DelegatedService: Send + Sync + 'static {
+    /// The transport, for logs.
+    fn kind(&self) -> TransportKind;
+
+    /// Takes over a socket accepted on shard 0 and handed to this shard's
+    /// `bus`. Must not block: spawn the handshake (for example with
+    /// `Bus::spawn_handshake`) and bound it.
+    fn take_over(&self, bus: &Bus, stream: std::net::TcpStream) -> Result<(), Error>;
+}
+
+/// Puts a [`DelegatedService`] in the installers table.
+pub(crate) struct Service<S>(pub(crate) S);
+
+impl<S: DelegatedService> Install for Service<S> {
+    fn kind(&self) -> TransportKind {
+        self.0.kind()
+    }
+
+    fn install(
+        &self,
+        bus: &Bus,
+        stream: std::net::TcpStream,
+        pending: PendingGuard,
+    ) -> Result<(), Error> {
+        // Not a client: it is not counted for client placement.
+        drop(pending);
+        self.0.take_over(bus, stream)
+    }
+}
+
 /// A [`DelegatedTransport`] with its connection type erased, so shards can
 /// keep one table of every delegated listener. One virtual call per
 /// connection, none per frame.

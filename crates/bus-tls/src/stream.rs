@@ -176,6 +176,24 @@ impl<S: Splittable> TlsStream<S> {
         identity_of(certs.first()?)
     }
 
+    /// The TLS exporter value (RFC 8446 §7.5) for `label` with no
+    /// context, `N` bytes long: the same on both ends of one session and
+    /// different for every other session. The replica handshake binds its
+    /// MACs to it (spec §4), so a relay between two sessions fails.
+    pub fn export_keying_material<const N: usize>(&self, label: &[u8]) -> io::Result<[u8; N]> {
+        let mut out = [0; N];
+        let exported = match &self.inner {
+            futures_rustls::TlsStream::Client(s) => {
+                s.get_ref().1.export_keying_material(&mut out, label, None)
+            }
+            futures_rustls::TlsStream::Server(s) => {
+                s.get_ref().1.export_keying_material(&mut out, label, None)
+            }
+        };
+        exported.map_err(io::Error::other)?;
+        Ok(out)
+    }
+
     /// The underlying socket's halves.
     pub fn get_ref(&self) -> (&S::ReadHalf, &S::WriteHalf) {
         self.inner.get_ref().0.0.get_ref()
