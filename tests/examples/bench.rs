@@ -17,10 +17,15 @@
 //! before and after the bus registered the N connections. Kernel socket
 //! buffers are not included.
 //!
-//! A last part runs the echo load against the multi-shard runtime
+//! A further part runs the echo load against the multi-shard runtime
 //! (`bus-shard`) with 1 and then 2 shards, and measures what one
 //! `send_to_client` costs when the client is on the sending shard (a queue
 //! push) and when it is on another shard (a push into that shard's inbox).
+//!
+//! The last part is the replica plane: two mesh nodes, one authenticated
+//! link, sealed 256 B and 64 KiB frames pipelined `depth` deep from node 0
+//! to node 1 and echoed back, next to the TCP client plane's one-connection
+//! rows (`--no-replica` skips it).
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -80,6 +85,8 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
+#[path = "support/replica.rs"]
+mod replica;
 #[path = "support/shards.rs"]
 mod shards;
 
@@ -554,12 +561,14 @@ fn idle_memory(transport: Transport, addrs: &Addrs, server: &Server, n: usize) -
     per_connection
 }
 
-/// `--quick`, `--seconds N`, `--transport NAME`, `--idle N`.
-fn parse_args() -> (Duration, Vec<Transport>, usize) {
+/// `--quick`, `--seconds N`, `--transport NAME`, `--idle N`,
+/// `--no-replica`.
+fn parse_args() -> (Duration, Vec<Transport>, usize, bool) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut measure = Duration::from_secs(3);
     let mut transports = Transport::ALL.to_vec();
     let mut idle: usize = 1000;
+    let mut with_replica = true;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -585,18 +594,19 @@ fn parse_args() -> (Duration, Vec<Transport>, usize) {
             "--idle" => {
                 idle = it.next().and_then(|v| v.parse().ok()).expect("--idle N");
             }
+            "--no-replica" => with_replica = false,
             other => panic!(
-                "unknown argument {other}; use --quick, --seconds N, --idle N or \
+                "unknown argument {other}; use --quick, --seconds N, --idle N, --no-replica or \
                  --transport tcp|tls|ws|wss|quic|all"
             ),
         }
     }
-    (measure, transports, idle)
+    (measure, transports, idle, with_replica)
 }
 
 #[allow(clippy::cast_precision_loss, reason = "figures for humans")]
 fn main() {
-    let (measure, transports, idle) = parse_args();
+    let (measure, transports, idle, with_replica) = parse_args();
     let (addrs, server) = server();
     let cases = [
         Case {
@@ -623,11 +633,20 @@ fn main() {
         "{:>5} {:>10} {:>6} {:>14} {:>10} {:>11} {:>11}",
         "", "frame", "conns", "frames/s", "MB/s", "p50 µs", "p99 µs"
     );
+    let mut tcp_single = Vec::new();
     for case in &cases {
         let mut tcp_rate = None;
         for &transport in &transports {
             let o = run_case(transport, &addrs, case, measure);
             let rate = o.frames as f64 / o.elapsed.as_secs_f64();
+            if transport == Transport::Tcp && case.connections == 1 {
+                tcp_single.push((
+                    case.frame_bytes,
+                    rate,
+                    o.latency.value_at_quantile(0.50),
+                    o.latency.value_at_quantile(0.99),
+                ));
+            }
             let mbps = rate * case.frame_bytes as f64 / 1e6;
             let ratio = match (transport, tcp_rate) {
                 (Transport::Tcp, _) => {
@@ -674,4 +693,53 @@ fn main() {
         stats.queue_full
     );
     shards::run(measure, &transports);
+    if with_replica {
+        run_replica(measure, &tcp_single);
+    }
+}
+
+/// The replica plane's rows, each next to the TCP client plane's row of
+/// the same frame size with one connection (when it ran).
+#[allow(clippy::cast_precision_loss, reason = "figures for humans")]
+fn run_replica(measure: Duration, tcp_single: &[(usize, f64, u64, u64)]) {
+    println!(
+        "replica plane: two nodes, one link (plain TCP, sealed), depth {DEPTH}, echo from node 1"
+    );
+    println!(
+        "{:>8} {:>10} {:>14} {:>10} {:>11} {:>11}",
+        "", "frame", "frames/s", "MB/s", "p50 µs", "p99 µs"
+    );
+    for frame_bytes in [256, 64 << 10] {
+        let o = replica::run_case(frame_bytes, measure);
+        let rate = o.frames as f64 / o.elapsed.as_secs_f64();
+        let size = if frame_bytes >= 1024 {
+            format!("{} KiB", frame_bytes >> 10)
+        } else {
+            format!("{frame_bytes} B")
+        };
+        let tcp = tcp_single.iter().find(|row| row.0 == frame_bytes);
+        if let Some(&(_, tcp_rate, p50, p99)) = tcp {
+            println!(
+                "{:>8} {:>10} {:>14.0} {:>10.1} {:>11.1} {:>11.1}",
+                "tcp",
+                size,
+                tcp_rate,
+                tcp_rate * frame_bytes as f64 / 1e6,
+                p50 as f64 / 1e3,
+                p99 as f64 / 1e3
+            );
+        }
+        let ratio = tcp.map_or(String::new(), |row| {
+            format!("   ({:.2}× TCP)", rate / row.1)
+        });
+        println!(
+            "{:>8} {:>10} {:>14.0} {:>10.1} {:>11.1} {:>11.1}{ratio}",
+            "replica",
+            size,
+            rate,
+            rate * frame_bytes as f64 / 1e6,
+            o.latency.value_at_quantile(0.50) as f64 / 1e3,
+            o.latency.value_at_quantile(0.99) as f64 / 1e3,
+        );
+    }
 }

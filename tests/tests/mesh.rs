@@ -380,7 +380,10 @@ async fn a_silent_connection_is_closed_after_handshake_grace() {
         .await;
     let waited = start.elapsed();
     assert!(goodbye.detail.contains("within"), "{}", goodbye.detail);
-    assert!(waited >= grace.saturating_sub(Duration::from_millis(50)), "{waited:?}");
+    assert!(
+        waited >= grace.saturating_sub(Duration::from_millis(50)),
+        "{waited:?}"
+    );
     assert!(waited < grace + Duration::from_secs(3), "{waited:?}");
     eventually("counted", || {
         node.status().failures(FailureReason::Timeout) == 1
@@ -526,7 +529,10 @@ async fn a_refusing_peer_is_redialed_with_backoff_and_a_bounded_dial_rate() {
     assert!(n <= most, "{n} dials in {window:?}");
     for pair in dials.windows(2) {
         let gap = pair[1].duration_since(pair[0]);
-        assert!(gap >= floor.saturating_sub(Duration::from_millis(10)), "{gap:?}");
+        assert!(
+            gap >= floor.saturating_sub(Duration::from_millis(10)),
+            "{gap:?}"
+        );
     }
     let status = node.status();
     let peer = status.peer(1).expect("peer 1");
@@ -841,4 +847,46 @@ async fn a_delayed_link_carries_frames_in_order() {
             .await;
         assert_eq!(got, i, "in order");
     }
+}
+
+#[compio::test]
+async fn two_handshakes_racing_for_one_replica_id_register_only_one() {
+    let keys = Keyring::new("race");
+    let psk = keys.key("psk", 7);
+    // Two shards: the two connections may well land on different ones; the
+    // claim is node-wide.
+    let node = TestNode::start(NodeSpec::new(1, &psk).peer(0, nowhere()));
+    let mut a = RawDialer::connect(node.replica_addr, CLUSTER, 0, good_keys()).await;
+    let mut b = RawDialer::connect(node.replica_addr, CLUSTER, 0, good_keys()).await;
+    // Both pass the status-3 check: neither is authenticated yet.
+    let (dialer_a, _, challenge_a) = a.hello(1).await;
+    let (dialer_b, _, challenge_b) = b.hello(1).await;
+    let finish = |dialer: bus_replica::Dialer, challenge: &bus_core::Frame| match dialer
+        .receive(challenge)
+    {
+        bus_replica::DialerOutcome::Authenticated { finish, .. } => finish,
+        other => panic!("{other:?}"),
+    };
+    let (finish_a, finish_b) = (
+        finish(dialer_a, &challenge_a),
+        finish(dialer_b, &challenge_b),
+    );
+    a.client.send(&finish_a).await;
+    node.connected(0).await;
+    b.client.send(&finish_b).await;
+    let goodbye = b
+        .client
+        .expect_goodbye_then_close(GoodbyeReason::HandshakeFailed)
+        .await;
+    assert!(
+        goodbye.detail.contains("connected already"),
+        "{}",
+        goodbye.detail
+    );
+    a.echo(1).await;
+    eventually("counted", || {
+        node.status().failures(FailureReason::Duplicate) == 1
+    })
+    .await;
+    assert_eq!(node.status().peer(0).expect("peer").connections, 1);
 }

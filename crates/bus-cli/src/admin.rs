@@ -6,6 +6,7 @@
 //! | `/healthz` | `200 ok` while serving, `503` once shutting down |
 //! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
 //! | `/connz`   | JSON: every connection with its metadata and counters |
+//! | `/replicaz` | JSON: the replica mesh, every peer's state (see [`crate::replicaz`]); 404 when the node is in no mesh |
 //! | `/`, `/demo` | the demo page: a chat over the node's WebSocket listener (`demo.html`) |
 //! | `/demo/config.json` | JSON: where the demo page finds the WebSocket listener |
 //!
@@ -36,7 +37,11 @@ use compio::{
 };
 use serde::Serialize;
 
-use crate::{Error, transports};
+use crate::{
+    Error,
+    replicaz::{self, ReplicasView},
+    transports,
+};
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
@@ -115,6 +120,11 @@ pub trait StatsSource: Send + Sync + 'static {
     fn shards(&self) -> Result<Vec<ShardView>, String>;
     /// Whether the node is shutting down.
     fn is_shutting_down(&self) -> bool;
+    /// The replica mesh now, when the node is in one (`/replicaz`, and the
+    /// `bus_replica_*` series of `/metrics`).
+    fn replicas(&self) -> Result<Option<ReplicasView>, String> {
+        Ok(None)
+    }
 }
 
 /// Facts about the node shown in `bus_info`.
@@ -326,15 +336,33 @@ fn respond(head: &str, context: &Context) -> Response {
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
         "/metrics" | "/connz" => match source.shards() {
-            Ok(shards) if path == "/metrics" => Response::with_body(
-                "text/plain; version=0.0.4; charset=utf-8",
-                render_metrics(&shards, &context.info),
-            ),
+            Ok(shards) if path == "/metrics" => {
+                let mut text = render_metrics(&shards, &context.info);
+                if let Ok(Some(view)) = source.replicas() {
+                    replicaz::render_metrics(&mut text, &view);
+                }
+                Response::with_body("text/plain; version=0.0.4; charset=utf-8", text)
+            }
             Ok(shards) => Response::with_body("application/json", render_connz(&shards)),
             Err(err) => Response::text(
                 503,
                 "Service Unavailable",
                 &format!("cannot read the shards: {err}\n"),
+            ),
+        },
+        "/replicaz" => match source.replicas() {
+            Ok(Some(view)) => {
+                Response::with_body("application/json", replicaz::render_replicaz(&view))
+            }
+            Ok(None) => Response::text(
+                404,
+                "Not Found",
+                "this node is in no replica mesh ([replicas] enabled = false)\n",
+            ),
+            Err(err) => Response::text(
+                503,
+                "Service Unavailable",
+                &format!("cannot read the replica mesh: {err}\n"),
             ),
         },
         "/" | "/demo" => Response::with_body("text/html; charset=utf-8", DEMO_PAGE),
@@ -345,7 +373,7 @@ fn respond(head: &str, context: &Context) -> Response {
         _ => Response::text(
             404,
             "Not Found",
-            "try / (demo page), /healthz, /metrics or /connz\n",
+            "try / (demo page), /healthz, /metrics, /connz or /replicaz\n",
         ),
     };
     response.head_only = head_only;

@@ -69,15 +69,20 @@ pub enum Error {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+    /// The replica plane cannot start (a key file, the CA bundle), or is
+    /// enabled in a build without it.
+    #[error("replica plane: {0}")]
+    Replica(String),
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config { .. } | Self::TransportNotAvailable { .. } | Self::Usage(_) => {
-                ExitCode::from(EXIT_CONFIG)
-            }
+            Self::Config { .. }
+            | Self::TransportNotAvailable { .. }
+            | Self::Usage(_)
+            | Self::Replica(_) => ExitCode::from(EXIT_CONFIG),
             _ => ExitCode::from(EXIT_FAILURE),
         }
     }

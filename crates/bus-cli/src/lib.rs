@@ -10,7 +10,8 @@
 //!   transport, the admin endpoint.
 //! - [`transports`]: which transports this build has and how each is bound;
 //!   the one place a new transport is wired in.
-//! - [`admin`]: `/healthz`, `/metrics`, `/connz` over a bounded HTTP/1.1.
+//! - [`admin`]: `/healthz`, `/metrics`, `/connz` over a bounded HTTP/1.1;
+//!   [`replicaz`]: its `/replicaz` and replica metrics.
 //! - [`serve`], [`ping`], [`bench`](mod@bench): the subcommands; [`cli`]: their flags.
 //!
 //! ```text
@@ -28,6 +29,7 @@ mod error;
 pub mod node;
 pub mod ping;
 pub mod plot;
+pub mod replicaz;
 pub mod serve;
 pub mod server;
 pub mod signals;

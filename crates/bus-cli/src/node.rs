@@ -8,7 +8,19 @@
 //!
 //! Replies are sealed. Any other application command is answered with
 //! `Goodbye(ProtocolViolation)` and a close. `Ping` is answered by the bus
-//! itself. Every send is the bus's non-blocking enqueue: a full queue drops
+//! itself.
+//!
+//! On a member of a replica mesh ([`ReplicaPlane`]) the node also serves
+//! §8's replica rows:
+//!
+//! | command | from    | the node does |
+//! |--------:|---------|---------------|
+//! | 16 `Echo` | replica | answers that replica with `EchoReply`, stamped with our `cluster` and `replica` |
+//! | 18 `Broadcast` | client | as above, and sends `Relay` (21) with the same body to every connected replica |
+//! | 21 `Relay` | replica | `Delivery` with the same body to every client of this node, on every shard; never relayed further |
+//!
+//! `BroadcastAck` counts this node's own clients only. Any other command
+//! from a replica closes its link with `Goodbye(ProtocolViolation)`. Every send is the bus's non-blocking enqueue: a full queue drops
 //! that reply (the client's request times out) and never blocks the shard.
 //!
 //! The count in a `BroadcastAck` is "best effort across shards" (spec §8),
@@ -31,20 +43,108 @@ pub const BROADCAST: u8 = 18;
 pub const DELIVERY: u8 = 19;
 /// `BroadcastAck`: tells the broadcaster how many clients were addressed.
 pub const BROADCAST_ACK: u8 = 20;
+/// `Relay`: a client's broadcast body, from one replica to the others.
+pub const RELAY: u8 = 21;
+
+/// What the node's application knows of its replica mesh: who it is and
+/// which peers its broadcasts are relayed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaPlane {
+    /// The cluster id stamped into every frame to a replica.
+    pub cluster: u128,
+    /// This node's replica id, stamped into every frame to a replica.
+    pub self_id: u8,
+    /// Every configured peer; a send to one that is not connected fails
+    /// at once and is skipped.
+    pub peers: Vec<u8>,
+}
+
+impl ReplicaPlane {
+    /// Stamps `cluster` and `replica` and seals (only the header when the
+    /// frame is sealed already: an edited received frame).
+    fn stamp(&self, mut frame: FrameMut) -> Frame {
+        let sealed = frame.header().is_sealed();
+        let header = frame.header_mut();
+        header.set_cluster(self.cluster);
+        header.set_replica(self.self_id);
+        header.set_client(0);
+        if sealed {
+            frame.reseal_header();
+        } else {
+            frame.seal();
+        }
+        frame.freeze()
+    }
+}
 
 /// The node's handler factory for the shard layer:
 /// `Shards::builder(..).start(bus_cli::node::handler)`.
 pub fn handler(ctx: &ShardContext) -> impl Handler + use<> {
-    let monitor = ctx.monitor().clone();
-    move |bus: &Bus, from: Peer, frame: Frame| {
-        respond(bus, from, frame, || elsewhere(&monitor, bus.shard()));
+    NodeApp {
+        monitor: ctx.monitor().clone(),
+        replicas: None,
+    }
+}
+
+/// The handler factory of a node in a replica mesh.
+pub fn mesh_handler(
+    replicas: ReplicaPlane,
+) -> impl Fn(&ShardContext) -> NodeApp + Send + Sync + 'static {
+    let replicas = std::sync::Arc::new(replicas);
+    move |ctx: &ShardContext| NodeApp {
+        monitor: ctx.monitor().clone(),
+        replicas: Some(replicas.clone()),
+    }
+}
+
+/// The node's application on one shard.
+#[derive(Debug)]
+pub struct NodeApp {
+    monitor: Monitor,
+    replicas: Option<std::sync::Arc<ReplicaPlane>>,
+}
+
+impl Handler for NodeApp {
+    fn on_frame(&self, bus: &Bus, from: Peer, frame: Frame) {
+        let replicas = self.replicas.as_deref();
+        match from {
+            Peer::Client(_) => respond(bus, from, frame, replicas, || {
+                elsewhere(&self.monitor, bus.shard())
+            }),
+            Peer::Replica(id) => {
+                if let Some(replicas) = replicas {
+                    from_replica(bus, id, frame, replicas);
+                }
+            }
+        }
     }
 }
 
 /// The node's [`Handler`] on a single bus with no other shards:
 /// `Bus::new(config, bus_cli::node::handle)`.
 pub fn handle(bus: &Bus, from: Peer, frame: Frame) {
-    respond(bus, from, frame, || 0);
+    respond(bus, from, frame, None, || 0);
+}
+
+/// A frame from replica `id`.
+fn from_replica(bus: &Bus, id: u8, frame: Frame, replicas: &ReplicaPlane) {
+    match frame.header().command_raw() {
+        ECHO => {
+            let mut reply = frame.into_mut();
+            reply.header_mut().set_command(Command::from_u8(ECHO_REPLY));
+            let _ = bus.send_to_replica(id, replicas.stamp(reply));
+        }
+        RELAY => {
+            // To this node's clients only: a relay is never relayed on.
+            let mut delivery = FrameMut::with_body(Command::from_u8(DELIVERY), frame.body());
+            delivery.seal();
+            bus.broadcast(&delivery.freeze());
+        }
+        other => {
+            let detail = format!("command {other} is not served to replicas (16 Echo, 21 Relay)");
+            let _ = bus.close_replica(id, GoodbyeReason::ProtocolViolation, &detail);
+        }
+    }
 }
 
 /// Live client connections on every shard but `shard`.
@@ -55,9 +155,15 @@ fn elsewhere(monitor: &Monitor, shard: u16) -> usize {
         .sum()
 }
 
-/// Answers one frame; `remote` counts the clients of the other shards a
-/// broadcast is addressed to.
-fn respond(bus: &Bus, from: Peer, frame: Frame, remote: impl FnOnce() -> usize) {
+/// Answers one frame from a client; `remote` counts the clients of the
+/// other shards a broadcast is addressed to.
+fn respond(
+    bus: &Bus,
+    from: Peer,
+    frame: Frame,
+    replicas: Option<&ReplicaPlane>,
+    remote: impl FnOnce() -> usize,
+) {
     let Peer::Client(id) = from else { return };
     match frame.header().command_raw() {
         ECHO => {
@@ -68,6 +174,14 @@ fn respond(bus: &Bus, from: Peer, frame: Frame, remote: impl FnOnce() -> usize) 
             let mut delivery = FrameMut::with_body(Command::from_u8(DELIVERY), frame.body());
             delivery.seal();
             let report = bus.broadcast(&delivery.freeze());
+            if let Some(replicas) = replicas {
+                // One allocation for every replica's queue.
+                let relay =
+                    replicas.stamp(FrameMut::with_body(Command::from_u8(RELAY), frame.body()));
+                for &peer in &replicas.peers {
+                    let _ = bus.send_to_replica(peer, relay.clone());
+                }
+            }
             // Addressed: every client the delivery was meant for, including
             // those whose queue (or shard inbox) was full; the other shards'
             // share is their live count now (best effort across shards).

@@ -6,8 +6,10 @@
 //! and tests can find the real ports when binding port 0:
 //!
 //! ```text
-//! listening tcp=127.0.0.1:7070 admin=127.0.0.1:7079
+//! listening tcp=127.0.0.1:7070 replica=127.0.0.1:7075 admin=127.0.0.1:7079
 //! ```
+//!
+//! (`replica=` only when `[replicas] enabled = true`.)
 
 use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -85,14 +87,20 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP: re-read the certificate files; new handshakes use them, live
-/// connections are untouched, and a broken file keeps the old certificate.
-/// The outcome goes to stdout too, so scripts can wait for it.
+/// SIGHUP: re-read the certificate files and the replica key files; new
+/// handshakes use them, live connections are untouched, and a broken file
+/// keeps what is in use. The outcome goes to stdout too, so scripts can
+/// wait for it.
 fn reload(node: &Node) {
     match node.reload_certificates() {
         Ok(true) => println!("SIGHUP: certificate reloaded"),
-        Ok(false) => println!("SIGHUP: nothing to reload (no TLS-based transport runs)"),
+        Ok(false) => println!("SIGHUP: no certificate to reload (no TLS-based transport runs)"),
         Err(err) => println!("SIGHUP: reload failed, the current certificate stays: {err}"),
+    }
+    match node.reload_replica_keys() {
+        Ok(true) => println!("SIGHUP: replica keys reloaded"),
+        Ok(false) => {}
+        Err(err) => println!("SIGHUP: replica key reload failed, the keys in use stay: {err}"),
     }
 }
 
@@ -149,10 +157,18 @@ fn summary(
             l.addr
         );
     }
+    if let (Some(addr), Some(replicas)) = (node.replica_addr(), replicas_summary(config)) {
+        let _ = writeln!(out, "  {:<6} {addr} ({replicas})", "replica");
+    }
     if let Some(addr) = node.admin_addr() {
+        let replicaz = if node.replica_addr().is_some() {
+            "  /replicaz"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  {:<6} http://{addr}/metrics  /connz  /healthz",
+            "  {:<6} http://{addr}/metrics  /connz  /healthz{replicaz}",
             "admin"
         );
     }
@@ -183,11 +199,43 @@ fn summary(
     for l in node.listening() {
         let _ = write!(line, " {}={}", l.transport, l.addr);
     }
+    if let Some(addr) = node.replica_addr() {
+        let _ = write!(line, " replica={addr}");
+    }
     if let Some(addr) = node.admin_addr() {
         let _ = write!(line, " admin={addr}");
     }
     let _ = writeln!(out, "{line}");
     out
+}
+
+/// How `[replicas]` reads in the start-up summary; `None` when off.
+fn replicas_summary(config: &Config) -> Option<String> {
+    let r = &config.replicas;
+    if !r.enabled {
+        return None;
+    }
+    let dial: Vec<String> = r
+        .peers
+        .iter()
+        .filter(|p| p.id > r.self_id)
+        .map(|p| format!("{}@{}", p.id, p.addr))
+        .collect();
+    let accept: Vec<String> = r
+        .peers
+        .iter()
+        .filter(|p| p.id < r.self_id)
+        .map(|p| p.id.to_string())
+        .collect();
+    Some(format!(
+        "{}, cluster {:#x}, self_id {}, dials [{}], accepts [{}], reconnect_max {}",
+        if r.tls { "tls" } else { "tcp" },
+        r.cluster,
+        r.self_id,
+        dial.join(", "),
+        accept.join(", "),
+        bus_config::format_duration(r.reconnect_max)
+    ))
 }
 
 fn init_logging(level: LogLevel) {

@@ -1,7 +1,8 @@
 //! A running reference node: the shards (one compio runtime and one bus per
-//! shard, the §8 application on each), a listener per enabled transport
-//! and, when enabled, the admin endpoint. Used by `bus serve` and by the
-//! in-process node of `bus bench`.
+//! shard, the §8 application on each), a listener per enabled transport,
+//! the replica mesh when `[replicas] enabled = true` and, when enabled, the
+//! admin endpoint. Used by `bus serve` and by the in-process node of `bus
+//! bench`.
 
 use std::{
     net::SocketAddr,
@@ -20,7 +21,9 @@ use bus_shard::{Monitor, ShardError, Shards, ShardsShutdownReport};
 use crate::{
     Error,
     admin::{AdminServer, DemoTarget, NodeInfo, ShardView, StatsSource},
-    node, transports,
+    node,
+    replicaz::ReplicasView,
+    transports,
 };
 
 /// One bound listener.
@@ -40,6 +43,9 @@ pub struct Node {
     monitor: Monitor,
     stopping: Arc<AtomicBool>,
     listening: Vec<Listening>,
+    replica_addr: Option<SocketAddr>,
+    #[cfg(feature = "mesh")]
+    mesh: Option<bus_mesh::Mesh>,
     admin: Option<AdminServer>,
     certs: transports::Certificates,
 }
@@ -48,6 +54,13 @@ impl Node {
     /// Checks that this build can run `config`: every enabled transport is
     /// compiled in.
     pub fn check(config: &Config) -> Result<(), Error> {
+        if config.replicas.enabled && !cfg!(feature = "mesh") {
+            return Err(Error::Replica(
+                "replicas.enabled = true but this `bus` was built without the replica plane: \
+                 rebuild with `--features mesh`"
+                    .into(),
+            ));
+        }
         for kind in transports::enabled(config) {
             if !transports::is_available(kind) {
                 return Err(Error::TransportNotAvailable {
@@ -77,15 +90,37 @@ impl Node {
         for &kind in &kinds {
             builder = transports::declare(builder, config, kind, &certs)?;
         }
-        let started = compio::runtime::spawn_blocking(move || builder.start(node::handler))
-            .await
-            .map_err(|_| Error::Usage("the shard start-up thread panicked".into()))?;
+        #[cfg(feature = "mesh")]
+        let (started, mesh) = {
+            let mesh = mesh::build(config, &certs)?;
+            let started = match &mesh {
+                Some((mesh, plane)) => {
+                    let listener = mesh::listener_config(config);
+                    let builder = mesh.declare_with(builder, listener);
+                    let factory = node::mesh_handler(plane.clone());
+                    let mesh = mesh.clone();
+                    compio::runtime::spawn_blocking(move || mesh.start(builder, factory)).await
+                }
+                None => compio::runtime::spawn_blocking(move || builder.start(node::handler)).await,
+            };
+            (started, mesh.map(|(mesh, _)| mesh))
+        };
+        #[cfg(not(feature = "mesh"))]
+        let started = compio::runtime::spawn_blocking(move || builder.start(node::handler)).await;
+        let started =
+            started.map_err(|_| Error::Usage("the shard start-up thread panicked".into()))?;
         let shards = started.map_err(|error| start_error(error, config, &kinds))?;
         let listening = kinds
             .iter()
             .zip(shards.local_addrs())
             .map(|(&transport, &addr)| Listening { transport, addr })
             .collect();
+        // The replica listener is declared after every transport.
+        let replica_addr = config
+            .replicas
+            .enabled
+            .then(|| shards.local_addrs().get(kinds.len()).copied())
+            .flatten();
         let monitor = shards.monitor();
         let stopping = Arc::new(AtomicBool::new(false));
         let mut node = Self {
@@ -93,6 +128,9 @@ impl Node {
             monitor,
             stopping,
             listening,
+            replica_addr,
+            #[cfg(feature = "mesh")]
+            mesh,
             admin: None,
             certs,
         };
@@ -100,6 +138,8 @@ impl Node {
             let source = Arc::new(NodeStats {
                 monitor: node.monitor.clone(),
                 stopping: node.stopping.clone(),
+                #[cfg(feature = "mesh")]
+                mesh: node.mesh.clone(),
             });
             // The demo page speaks plain WS: a browser would refuse the
             // self-signed development certificate of WSS.
@@ -158,6 +198,42 @@ impl Node {
         self.certs.reload()
     }
 
+    /// Where the replica plane listens, when the node is in a mesh.
+    pub fn replica_addr(&self) -> Option<SocketAddr> {
+        self.replica_addr
+    }
+
+    /// The replica mesh, when the node is in one.
+    #[cfg(feature = "mesh")]
+    pub fn mesh(&self) -> Option<&bus_mesh::Mesh> {
+        self.mesh.as_ref()
+    }
+
+    /// The replica mesh now, as `/replicaz` shows it (blocks on the shards'
+    /// connection listings, at most `bus_shard`'s `STATS_TIMEOUT`). `None`
+    /// when the node is in no mesh.
+    pub fn replicas(&self) -> Result<Option<ReplicasView>, Error> {
+        #[cfg(feature = "mesh")]
+        if let Some(mesh) = &self.mesh {
+            return mesh::view(mesh, &self.monitor)
+                .map(Some)
+                .map_err(|e| Error::Replica(e.to_string()));
+        }
+        Ok(None)
+    }
+
+    /// Re-reads the replica key files (and the replica CA bundle) for new
+    /// handshakes (SIGHUP); on error the keys in use stay. `Ok(false)` when
+    /// the node is in no mesh.
+    pub fn reload_replica_keys(&self) -> Result<bool, Error> {
+        #[cfg(feature = "mesh")]
+        if let Some(mesh) = &self.mesh {
+            mesh.reload().map_err(|e| Error::Replica(e.to_string()))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Where the admin endpoint listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
@@ -182,10 +258,13 @@ impl Node {
     }
 }
 
-/// What the admin endpoint reads: every shard, through the monitor.
+/// What the admin endpoint reads: every shard, through the monitor, and
+/// the mesh.
 struct NodeStats {
     monitor: Monitor,
     stopping: Arc<AtomicBool>,
+    #[cfg(feature = "mesh")]
+    mesh: Option<bus_mesh::Mesh>,
 }
 
 impl StatsSource for NodeStats {
@@ -201,6 +280,119 @@ impl StatsSource for NodeStats {
 
     fn is_shutting_down(&self) -> bool {
         self.stopping.load(Relaxed)
+    }
+
+    fn replicas(&self) -> Result<Option<ReplicasView>, String> {
+        #[cfg(feature = "mesh")]
+        if let Some(mesh) = &self.mesh {
+            return mesh::view(mesh, &self.monitor)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        Ok(None)
+    }
+}
+
+/// The node's replica mesh: built from `[replicas]`, turned into what the
+/// application and `/replicaz` need.
+#[cfg(feature = "mesh")]
+mod mesh {
+    use std::time::UNIX_EPOCH;
+
+    use bus_config::Config;
+    use bus_core::Peer;
+    use bus_mesh::{Mesh, MeshConfig};
+    use bus_shard::{Monitor, ShardError};
+    use bus_tcp::TcpListenerConfig;
+
+    use crate::{
+        Error,
+        node::ReplicaPlane,
+        replicaz::{PeerView, ReplicasView},
+        transports,
+    };
+
+    /// The mesh of `config` and what the node's application knows of it,
+    /// or `None` when `[replicas]` is off. Reads the key files (and the
+    /// replica CA); their errors name the file and the fix.
+    pub(super) fn build(
+        config: &Config,
+        certs: &transports::Certificates,
+    ) -> Result<Option<(Mesh, ReplicaPlane)>, Error> {
+        let Some(replicas) = config.replicas_config() else {
+            return Ok(None);
+        };
+        let mut settings = MeshConfig::new(replicas);
+        settings.listener = listener_config(config);
+        settings.connector = config.tcp_connector_config();
+        if config.replicas.tls {
+            settings.server_tls = Some(certs.server_tls()?);
+        }
+        let mesh = Mesh::new(settings).map_err(|e| Error::Replica(e.to_string()))?;
+        let plane = ReplicaPlane {
+            cluster: mesh.config().cluster,
+            self_id: mesh.config().self_id,
+            peers: mesh.peer_ids(),
+        };
+        Ok(Some((mesh, plane)))
+    }
+
+    /// The replica listener: `replicas.listen` with the `[tcp]` backlog and
+    /// `TCP_NODELAY`.
+    pub(super) fn listener_config(config: &Config) -> TcpListenerConfig {
+        let mut listener = config.tcp_listener_config();
+        listener.listen = config.replicas.listen;
+        listener
+    }
+
+    /// `/replicaz`: the mesh's status with each live link's counters.
+    pub(super) fn view(mesh: &Mesh, monitor: &Monitor) -> Result<ReplicasView, ShardError> {
+        let status = mesh.status();
+        let links: Vec<_> = monitor
+            .connections()?
+            .into_iter()
+            .flatten()
+            .filter_map(|c| match c.peer {
+                Peer::Replica(id) => Some((id, c.stats)),
+                Peer::Client(_) => None,
+            })
+            .collect();
+        let peers = status
+            .peers
+            .iter()
+            .map(|p| {
+                let since = p
+                    .since
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let mut view = PeerView::new(
+                    p.id,
+                    p.addr.to_string(),
+                    p.state.as_str(),
+                    p.direction.as_str(),
+                    since,
+                );
+                if let Some((_, stats)) = links.iter().find(|(id, _)| *id == p.id) {
+                    view.frames_in = stats.frames_in;
+                    view.frames_out = stats.frames_out;
+                    view.bytes_in = stats.bytes_in;
+                    view.bytes_out = stats.bytes_out;
+                }
+                view.last_error.clone_from(&p.last_error);
+                view
+            })
+            .collect();
+        let mut view = ReplicasView::new(status.self_id, status.cluster, peers);
+        view.dials = status.dials;
+        view.reconnects = status.reconnects;
+        view.handshakes = status.handshakes;
+        view.handshake_failures = status
+            .handshake_failures
+            .iter()
+            .map(|(reason, n)| (reason.as_str(), *n))
+            .collect();
+        view.frames_rejected = status.frames_rejected;
+        Ok(view)
     }
 }
 
@@ -221,6 +413,11 @@ fn start_error(error: ShardError, config: &Config, kinds: &[TransportKind]) -> E
             .find(|&&kind| transports::listen_addr(config, kind) == addr)
         {
             Some(&kind) => bind(kind, source.to_string()),
+            None if config.replicas.enabled && config.replicas.listen == addr => Error::Bind {
+                what: "replicas".into(),
+                addr,
+                message: source.to_string(),
+            },
             None => Error::Bind {
                 what: "a listener".into(),
                 addr,

@@ -160,7 +160,7 @@ fn ws_settings(
 /// reloaded on SIGHUP.
 #[derive(Debug, Default)]
 pub struct Certificates {
-    /// ALPN `bus.v1`: TLS and QUIC.
+    /// ALPN `bus.v1`: TLS, QUIC and replica TLS.
     #[cfg(feature = "tls")]
     server: Option<bus_tls::ServerTls>,
     /// The same certificate with ALPN `http/1.1`: WSS (spec §7).
@@ -181,7 +181,9 @@ impl Certificates {
             let load = |settings: bus_tls::TlsServerConfig| {
                 bus_tls::ServerTls::new(&settings).map_err(|e| Error::Tls(e.to_string()))
             };
-            let server = if wanted(&[TransportKind::Tls, TransportKind::Quic]) {
+            // Replica TLS serves the same certificate (ALPN bus.v1).
+            let replica_tls = config.replicas.enabled && config.replicas.tls;
+            let server = if wanted(&[TransportKind::Tls, TransportKind::Quic]) || replica_tls {
                 Some(load(config.tls_server_config(data_dir))?)
             } else {
                 None

@@ -37,6 +37,8 @@ impl Config {
         config.idle_timeout = bus.idle_timeout;
         config.require_sealed_clients = bus.require_sealed_clients;
         config.require_sealed_replicas = self.replicas.require_sealed;
+        config.replica_keepalive = self.replicas.keepalive;
+        config.replica_idle_timeout = self.replicas.idle_timeout;
         config.slow_consumer = match bus.slow_consumer {
             SlowConsumer::Keep => SlowConsumerPolicy::Keep,
             SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,

@@ -284,6 +284,14 @@ pub struct ReplicasSection {
     /// Upper bound of the redial backoff (exponential, full jitter).
     #[serde(deserialize_with = "de::duration")]
     pub reconnect_max: Duration,
+    /// A `Ping` on a replica link after this long without a frame from the
+    /// peer; `None` (`"off"`) sends none.
+    #[serde(deserialize_with = "de::optional_duration")]
+    pub keepalive: Option<Duration>,
+    /// A replica link that received nothing for this long is closed with
+    /// `Goodbye(IdleTimeout)`; `None` (`"off"`) never.
+    #[serde(deserialize_with = "de::optional_duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// One entry of `replicas.peers`: `{ id = 1, addr = "127.0.0.1:7176" }`.

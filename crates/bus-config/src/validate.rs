@@ -286,6 +286,31 @@ impl Config {
             )?;
         }
         positive("replicas.reconnect_max", replicas.reconnect_max)?;
+        // The parser maps zero to "off"; these catch a zero set in code.
+        check(
+            replicas.idle_timeout.is_none_or(|d| !d.is_zero()),
+            "replicas.idle_timeout",
+            format_optional_duration(replicas.idle_timeout),
+            "\"off\" or > 0 s",
+        )?;
+        if let Some(idle) = replicas.idle_timeout {
+            check(
+                replicas.keepalive.is_none_or(|k| !k.is_zero() && k < idle),
+                "replicas.keepalive",
+                format_optional_duration(replicas.keepalive),
+                format!(
+                    "\"off\", or > 0 s and below replicas.idle_timeout ({})",
+                    format_duration(idle)
+                ),
+            )?;
+        } else {
+            check(
+                replicas.keepalive.is_none_or(|k| !k.is_zero()),
+                "replicas.keepalive",
+                format_optional_duration(replicas.keepalive),
+                "\"off\" or > 0 s",
+            )?;
+        }
         for (i, peer) in replicas.peers.iter().enumerate() {
             let field = format!("replicas.peers[{i}].id");
             check(

@@ -35,6 +35,10 @@
 //! its replicas is the application's business (the reference node's
 //! `Relay` is in `bus-cli`).
 #![deny(missing_docs)]
+// The README's example is compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod backoff;
 mod connect;

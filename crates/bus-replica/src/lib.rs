@@ -46,7 +46,7 @@
 //!   from the OS; [`psk`]: key files; [`ReplicaConfig`]: the settings.
 //! - No I/O besides reading key files, no clock, no tasks. Dialing, the
 //!   listener, `handshake_grace`, the registry of live connections,
-//!   reconnect backoff and replica TLS belong to the connection engine that
+//!   reconnect backoff and replica TLS belong to `bus-mesh`, which
 //!   drives these state machines.
 
 #![deny(missing_docs)]

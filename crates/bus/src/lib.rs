@@ -41,6 +41,7 @@
 //! | `client` | no      | [`Client`] and [`client`]: connect by URL, correlated requests, unsolicited frames, reconnect (`bus-client`; `tcp://` with `tcp`) |
 //! | `shard`  | no      | [`shard`]: one bus per core, shard-0 accept with fd hand-over, cross-shard routing (`bus-shard`); turns on `tcp` |
 //! | `replica` | no      | [`replica`]: the replica handshake (spec §4) as sans-IO state machines, pre-shared key files, key rotation, replica settings (`bus-replica`; `Config::replicas_config` with `config`) |
+//! | `mesh`   | no      | [`mesh`]: the replica mesh on real connections: the replica listener, dialers with backoff, the handshake over TCP and TLS (exporter binding), one link per replica, key reload, status (`bus-mesh`); turns on `replica`, `shard` and `tls` |
 //! | `full`   | no      | everything above |
 //!
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
@@ -94,3 +95,7 @@ pub use bus_shard as shard;
 #[cfg(feature = "replica")]
 #[doc(inline)]
 pub use bus_replica as replica;
+
+#[cfg(feature = "mesh")]
+#[doc(inline)]
+pub use bus_mesh as mesh;

@@ -9,5 +9,7 @@ mod client;
 mod common;
 #[cfg(feature = "ws")]
 mod demo;
+#[cfg(feature = "mesh")]
+mod mesh;
 mod serve;
 mod tls;

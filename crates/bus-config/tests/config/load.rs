@@ -77,10 +77,14 @@ fn overrides_reach_the_runtime_types() {
         connect_timeout = "1 s"
         [replicas]
         require_sealed = false
+        keepalive = "250 ms"
+        idle_timeout = "2 s"
         "#,
     )
     .unwrap();
     let bus = config.bus_config(0);
+    assert_eq!(bus.replica_keepalive, Some(Duration::from_millis(250)));
+    assert_eq!(bus.replica_idle_timeout, Some(Duration::from_secs(2)));
     assert_eq!(bus.max_message_size_bytes, 1 << 20);
     assert_eq!(bus.slow_consumer, SlowConsumerPolicy::Disconnect);
     assert!(bus.require_sealed_clients);

@@ -484,6 +484,39 @@ fn replicas_reconnect_max_without_unit() {
 }
 
 #[test]
+fn replicas_keepalive_not_below_idle_timeout() {
+    let message = invalid(
+        "[replicas]\nkeepalive = \"3 s\"\nidle_timeout = \"3 s\"",
+        "replicas.keepalive",
+    );
+    assert!(
+        message.contains("below replicas.idle_timeout (3 s)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn replicas_keepalive_and_idle_timeout_may_be_off() {
+    let config =
+        Config::from_toml_str("[replicas]\nkeepalive = \"off\"\nidle_timeout = \"off\"").unwrap();
+    let bus = config.bus_config(0);
+    assert_eq!(bus.replica_keepalive, None);
+    assert_eq!(bus.replica_idle_timeout, None);
+    // Without an idle bound any keep-alive goes.
+    Config::from_toml_str("[replicas]\nkeepalive = \"10 s\"\nidle_timeout = \"off\"").unwrap();
+}
+
+#[test]
+fn replicas_zero_idle_timeout_set_in_code() {
+    let mut config = Config::embedded_defaults();
+    config.replicas.idle_timeout = Some(Duration::ZERO);
+    check_invalid(&config.validate().unwrap_err(), "replicas.idle_timeout");
+    let mut config = Config::embedded_defaults();
+    config.replicas.keepalive = Some(Duration::ZERO);
+    check_invalid(&config.validate().unwrap_err(), "replicas.keepalive");
+}
+
+#[test]
 fn replicas_unknown_key() {
     let message = unparsable("[replicas]\npsk = \"x\"", "replicas");
     assert!(message.contains("unknown field `psk`"), "{message}");
