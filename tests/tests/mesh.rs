@@ -890,3 +890,50 @@ async fn two_handshakes_racing_for_one_replica_id_register_only_one() {
     .await;
     assert_eq!(node.status().peer(0).expect("peer").connections, 1);
 }
+
+#[compio::test]
+async fn a_replica_frame_of_another_cluster_closes_the_link_with_protocol_violation() {
+    let keys = Keyring::new("mismatch");
+    let node = node1(&keys);
+    let mut dialer = RawDialer::connect(node.replica_addr, CLUSTER, 0, good_keys()).await;
+    dialer.authenticate(1).await;
+    node.connected(0).await;
+    dialer.echo(1).await;
+    let mut frame = FrameMut::with_body(Command::from_u8(RECORD), b"elsewhere");
+    frame.header_mut().set_cluster(CLUSTER ^ 0xff);
+    frame.header_mut().set_replica(0);
+    frame.seal();
+    dialer.client.send(&frame.freeze()).await;
+    loop {
+        let next = dialer.client.recv_frame().await;
+        if next.header().command() == Command::Ping {
+            continue;
+        }
+        let goodbye = bus_core::Goodbye::decode(next.header().command_area());
+        assert_eq!(goodbye.reason, GoodbyeReason::ProtocolViolation);
+        assert!(goodbye.detail.contains("cluster"), "{}", goodbye.detail);
+        break;
+    }
+    dialer.client.expect_closed().await;
+    // The frame never reached the application.
+    let reason = node
+        .wait_for(
+            "the loss",
+            |e| match e {
+                MeshEvent::Lost { reason, .. } => Some(reason.clone()),
+                _ => None,
+            },
+            |e| {
+                // The Echo went through; the frame of the other cluster not.
+                if let MeshEvent::Frame { frame, .. } = &e {
+                    assert_ne!(frame.header().command_raw(), RECORD, "{e:?}");
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        reason,
+        CloseReason::Closed(GoodbyeReason::ProtocolViolation)
+    );
+    assert_eq!(node.status().frames_rejected, 1);
+}

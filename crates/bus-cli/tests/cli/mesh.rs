@@ -33,16 +33,30 @@ fn node_config(
     listen: SocketAddr,
     peers: &[(u8, SocketAddr)],
 ) -> PathBuf {
+    node_config_with(dir, self_id, psk, listen, peers, "", "")
+}
+
+/// [`node_config`] with `before` ahead of the sections (a `[tls]` section)
+/// and `replicas` appended to `[replicas]`.
+fn node_config_with(
+    dir: &Path,
+    self_id: u8,
+    psk: &Path,
+    listen: SocketAddr,
+    peers: &[(u8, SocketAddr)],
+    before: &str,
+    replicas: &str,
+) -> PathBuf {
     let peers: Vec<String> = peers
         .iter()
         .map(|(id, addr)| format!("{{ id = {id}, addr = \"{addr}\" }}"))
         .collect();
     let text = format!(
-        "[shards]\ncount = 2\n\
+        "{before}[shards]\ncount = 2\n\
          [admin]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
          [replicas]\nenabled = true\ncluster = \"{CLUSTER:#x}\"\nself_id = {self_id}\n\
          psk_file = \"{}\"\nlisten = \"{listen}\"\nreconnect_max = \"1 s\"\n\
-         peers = [{}]\n",
+         peers = [{}]\n{replicas}",
         psk.display(),
         peers.join(", ")
     );
@@ -488,4 +502,59 @@ fn sighup_reloads_the_replica_keys() {
     node.signal(libc::SIGHUP);
     let line = node.wait_line("SIGHUP: replica key reload failed");
     assert!(line.contains("chmod 600"), "{line}");
+}
+
+#[compio::test]
+async fn two_nodes_form_the_mesh_over_tls_with_the_client_tls_listener_off() {
+    let keys = Keyring::new("serve-tls");
+    let psk = keys.key("cluster.psk", 9);
+    let pki = bus_tests::pki::pki();
+    // ServeProcess turns the client TLS listener off (`--tls off`); the
+    // replica listener serves the [tls] certificate all the same.
+    let before = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        pki.server.cert.display(),
+        pki.server.key.display()
+    );
+    let replicas = format!("tls = true\nca_file = \"{}\"\n", pki.ca.display());
+    let node1 = serve(&node_config_with(
+        keys.dir(),
+        1,
+        &psk,
+        any(),
+        &[(0, nowhere())],
+        &before,
+        &replicas,
+    ));
+    assert!(!node1.addrs.contains_key("tls"), "no client TLS listener");
+    let node0 = serve(&node_config_with(
+        keys.dir(),
+        0,
+        &psk,
+        any(),
+        &[(1, replica_addr(&node1))],
+        &before,
+        &replicas,
+    ));
+    for node in [&node0, &node1] {
+        replicaz_until(node, "the peer connected over TLS", all_connected);
+    }
+    let (_, connz) = http_get(node0.admin.expect("admin"), "/connz");
+    let connz: serde_json::Value = serde_json::from_str(&connz).expect("JSON");
+    let replica = connz["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .flat_map(|shard| shard["connections"].as_array().expect("connections").iter())
+        .find(|c| c["kind"] == "replica")
+        .cloned()
+        .expect("a replica connection in /connz");
+    assert_eq!(replica["transport"], "tls", "{replica}");
+    let c0 = client(&node0).await;
+    let c1 = client(&node1).await;
+    within("broadcast", c0.request(frame(BROADCAST, b"over tls")))
+        .await
+        .expect("ack");
+    let delivery = within("delivery", c1.recv()).await.expect("delivery");
+    assert_eq!(delivery.body(), b"over tls");
 }
