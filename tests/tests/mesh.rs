@@ -461,6 +461,10 @@ async fn a_restarted_acceptor_is_redialed_within_reconnect_max_plus_grace() {
     let acceptor = nodes.pop().expect("node 1");
     let dialer = nodes.pop().expect("node 0");
     dialer.connected(1).await;
+    // The dialer registers the link as soon as it sent its Finish; the
+    // acceptor once it verified it. A shutdown in between cancels the
+    // acceptor's handshake (the dialer sees a reset, not a Goodbye).
+    acceptor.connected(0).await;
     let addr = acceptor.replica_addr;
     acceptor.shutdown().await;
     let reason = dialer.lost(1).await;
