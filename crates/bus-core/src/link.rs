@@ -432,7 +432,14 @@ async fn read_loop<R: FrameReader, D: Delivery>(link: &Link, reader: &mut R, del
 fn receive<D: Delivery>(link: &Link, frame: Frame, delivery: &D) -> bool {
     bump(&link.counters.frames_in, 1);
     bump(&link.counters.bytes_in, frame.len() as u64);
-    let received = link.core.borrow_mut().receive(frame);
+    let (received, timer_moved) = {
+        let mut core = link.core.borrow_mut();
+        let received = core.receive(frame);
+        (received, core.take_timer_moved())
+    };
+    if timer_moved {
+        link.wake_timer.notify();
+    }
     match received {
         Received::Deliver(frame) => {
             if delivery.deliver(frame).is_err() {
