@@ -2,18 +2,20 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use bus_core::limits;
+
 /// Default [`ClientOptions::connect_timeout`].
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = limits::CLIENT_DEFAULT_CONNECT_TIMEOUT;
 /// Default [`ClientOptions::request_timeout`].
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = limits::CLIENT_DEFAULT_REQUEST_TIMEOUT;
 /// Default [`ClientOptions::max_outstanding_requests`].
-pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
+pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = limits::DEFAULT_MAX_OUTSTANDING_REQUESTS;
 /// Default [`ClientOptions::send_queue_frames`].
-pub const DEFAULT_SEND_QUEUE_FRAMES: usize = 4096;
+pub const DEFAULT_SEND_QUEUE_FRAMES: usize = limits::CLIENT_DEFAULT_SEND_QUEUE_FRAMES;
 /// Default [`ClientOptions::send_queue_bytes`].
-pub const DEFAULT_SEND_QUEUE_BYTES: usize = bus_core::limits::DEFAULT_QUEUE_CAPACITY_BYTES;
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = limits::DEFAULT_QUEUE_CAPACITY_BYTES;
 /// Default [`ClientOptions::unsolicited_queue_frames`].
-pub const DEFAULT_UNSOLICITED_QUEUE_FRAMES: usize = 1024;
+pub const DEFAULT_UNSOLICITED_QUEUE_FRAMES: usize = limits::CLIENT_DEFAULT_UNSOLICITED_QUEUE_FRAMES;
 
 /// How a client connects and what it bounds. Build it from
 /// [`ClientOptions::default`] and change the fields you need.

@@ -34,7 +34,7 @@ mod stream;
 
 /// Smallest socket buffer the transport uses, whatever is configured: one
 /// full TLS record plus overhead fits.
-pub const MIN_BUFFER_BYTES: usize = 17 * 1024;
+pub const MIN_BUFFER_BYTES: usize = bus_core::limits::TLS_MIN_BUFFER_BYTES;
 
 pub use certs::{
     SELF_SIGNED_NAMES, SelfSignedPaths, ensure_self_signed, load_certificate_chain,

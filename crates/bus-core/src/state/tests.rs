@@ -15,6 +15,11 @@ use crate::{
 
 const GRACE: Duration = Duration::from_secs(5);
 const PEER: Duration = Duration::from_secs(2);
+
+/// A millisecond short of `bound`.
+fn just_under(bound: Duration) -> Duration {
+    bound.saturating_sub(Duration::from_millis(1))
+}
 const CLIENT_ID: u128 = 0x0001_0000_0000_0000_0000_0000_0000_002A;
 
 fn config() -> CoreConfig {
@@ -50,9 +55,17 @@ fn ping(request: u64) -> Frame {
     f.freeze()
 }
 
+/// How the writer stopped: it closed our side (with the Goodbye reason it
+/// sent, if any), or it has nothing to do for now.
+#[derive(Debug, PartialEq, Eq)]
+enum Stopped {
+    Closed(Option<GoodbyeReason>),
+    Idle,
+}
+
 /// Everything the writer does until it has nothing to do: each batch's
-/// frames, then whether and how it closed our side.
-fn drain_writer(core: &mut ConnCore) -> (Vec<Frame>, Option<Option<GoodbyeReason>>) {
+/// frames, then how it stopped.
+fn drain_writer(core: &mut ConnCore) -> (Vec<Frame>, Stopped) {
     let mut written = Vec::new();
     loop {
         let mut batch = Vec::new();
@@ -61,8 +74,8 @@ fn drain_writer(core: &mut ConnCore) -> (Vec<Frame>, Option<Option<GoodbyeReason
                 written.append(&mut batch);
                 core.written();
             }
-            WriteStep::CloseOurSide(reason) => return (written, Some(reason)),
-            WriteStep::Wait | WriteStep::Finished => return (written, None),
+            WriteStep::CloseOurSide(reason) => return (written, Stopped::Closed(reason)),
+            WriteStep::Wait | WriteStep::Finished => return (written, Stopped::Idle),
         }
     }
 }
@@ -94,7 +107,7 @@ fn ping_is_answered_with_a_pong_carrying_its_request_and_command_area() {
     let mut core = ConnCore::new(config(), Instant::now());
     assert!(matches!(core.receive(ping(99)), Received::Consumed));
     let (written, closed) = drain_writer(&mut core);
-    assert_eq!(closed, None);
+    assert_eq!(closed, Stopped::Idle);
     assert_eq!(written.len(), 1);
     let pong = written[0].header();
     assert_eq!(pong.command(), Command::Pong);
@@ -158,7 +171,7 @@ fn every_receiver_rule_ends_with_queued_frames_then_its_goodbye() {
         assert_eq!(written[0].header().request(), 1, "queued frames first");
         assert_eq!(goodbye_of(&written[1]).reason, reason);
         assert_eq!(goodbye_of(&written[1]).detail, err.to_string());
-        assert_eq!(closed, Some(Some(reason)));
+        assert_eq!(closed, Stopped::Closed(Some(reason)));
         assert_eq!(
             core.close_reason(),
             Some(CloseReason::ProtocolViolation(reason))
@@ -202,7 +215,10 @@ fn reserved_and_replica_commands_from_a_client_are_violations() {
         goodbye_of(&written[0]).reason,
         GoodbyeReason::ProtocolViolation
     );
-    assert_eq!(closed, Some(Some(GoodbyeReason::ProtocolViolation)));
+    assert_eq!(
+        closed,
+        Stopped::Closed(Some(GoodbyeReason::ProtocolViolation))
+    );
 }
 
 #[test]
@@ -219,7 +235,7 @@ fn a_peer_goodbye_stops_sending_drops_the_queue_and_sends_no_goodbye_back() {
         written.is_empty(),
         "a peer that said Goodbye reads nothing more"
     );
-    assert_eq!(closed, Some(None));
+    assert_eq!(closed, Stopped::Closed(None));
     assert_eq!(core.take_dropped(), 1);
     let Some(CloseReason::PeerGoodbye(said)) = core.close_reason() else {
         panic!("{:?}", core.close_reason())
@@ -243,7 +259,7 @@ fn closing_writes_the_queue_then_the_goodbye_then_waits_for_the_peer() {
     let requests: Vec<u64> = written.iter().map(|f| f.header().request()).collect();
     assert_eq!(requests, [1, 2, 3, 0]);
     assert_eq!(goodbye_of(&written[3]).reason, GoodbyeReason::Evicted);
-    assert_eq!(closed, Some(Some(GoodbyeReason::Evicted)));
+    assert_eq!(closed, Stopped::Closed(Some(GoodbyeReason::Evicted)));
     let t1 = t0 + Duration::from_millis(10);
     core.our_side_closed(t1);
     assert!(!core.is_done(), "waits for the peer's end of stream");
@@ -274,7 +290,7 @@ fn close_grace_bounds_a_close_whose_writes_never_finish() {
         WriteStep::Write { .. }
     ));
     // The write never completes; time passes.
-    core.tick(t0 + GRACE - Duration::from_millis(1));
+    core.tick(t0 + just_under(GRACE));
     assert!(!core.is_done());
     core.tick(t0 + GRACE);
     assert!(core.is_done(), "abandoned at close_grace");
@@ -291,9 +307,9 @@ fn close_peer_timeout_bounds_a_peer_that_never_closes() {
         t0,
     );
     let (_, closed) = drain_writer(&mut core);
-    assert!(closed.is_some());
+    assert!(matches!(closed, Stopped::Closed(_)));
     core.our_side_closed(t0);
-    core.tick(t0 + PEER - Duration::from_millis(1));
+    core.tick(t0 + just_under(PEER));
     assert!(!core.is_done());
     core.tick(t0 + PEER);
     assert!(core.is_done());
@@ -309,7 +325,7 @@ fn end_of_stream_flushes_what_is_queued_without_a_goodbye() {
     assert!(!core.wants_input());
     let (written, closed) = drain_writer(&mut core);
     assert_eq!(written.len(), 1, "a half-closed peer may still read");
-    assert_eq!(closed, Some(None));
+    assert_eq!(closed, Stopped::Closed(None));
     core.our_side_closed(t0);
     assert!(core.is_done(), "the peer already closed its side");
     assert_eq!(core.close_reason(), Some(CloseReason::PeerClosed));
@@ -346,7 +362,7 @@ fn a_connection_that_sends_no_first_frame_within_the_grace_is_closed() {
         ..config()
     };
     let mut silent = ConnCore::new(silent_config.clone(), t0);
-    silent.tick(t0 + grace - Duration::from_millis(1));
+    silent.tick(t0 + just_under(grace));
     assert!(silent.is_open());
     silent.tick(t0 + grace);
     let (written, _) = drain_writer(&mut silent);
@@ -404,7 +420,7 @@ fn the_disconnect_policy_closes_a_slow_consumer_with_its_goodbye() {
     let (written, closed) = drain_writer(&mut core);
     assert_eq!(written.len(), 9, "the queue, then the Goodbye");
     assert_eq!(goodbye_of(&written[8]).reason, GoodbyeReason::SlowConsumer);
-    assert_eq!(closed, Some(Some(GoodbyeReason::SlowConsumer)));
+    assert_eq!(closed, Stopped::Closed(Some(GoodbyeReason::SlowConsumer)));
 }
 
 #[test]
