@@ -20,11 +20,12 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     Step::new("fmt", "fmt", lint::fmt),
     Step::new("clippy", "lint", lint::clippy),
     Step::new("test", "test", test::run),
     Step::new("docs", "docs", docs::run),
+    Step::new("docsrs", "docs --docsrs", docs::docsrs),
     Step::new("features", "features", features::run),
     Step::new("deny", "deny", deny::run),
 ];
@@ -145,6 +146,7 @@ mod tests {
         for step in &STEPS {
             assert_eq!(Step::find(step.task).unwrap().name, step.name);
         }
+        assert_eq!(Step::find("docsrs").unwrap().task, "docs --docsrs");
         assert!(Step::find("bench").is_none());
     }
 }

@@ -20,6 +20,9 @@
 //! bus bench --duration 5 --connections 8 --depth 64
 //! ```
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admin;
 pub mod bench;

@@ -70,6 +70,7 @@ impl Config {
     /// `data_dir/tls`. Expects a [validated](Self::validate) config, which
     /// refuses a TLS user with neither.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
         let tls = &self.tls;
         let certificate = match (&tls.cert, &tls.key) {
@@ -90,6 +91,7 @@ impl Config {
     /// The server-side settings of the WebSocket listener (`[ws]`, with the
     /// `[tcp]` backlog and `TCP_NODELAY`).
     #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn ws_listener_config(&self) -> bus_ws::WsListenerConfig {
         self.ws_section_config(&self.ws)
     }
@@ -97,6 +99,7 @@ impl Config {
     /// The server-side settings of the WebSocket-over-TLS listener
     /// (`[wss]`); its TLS comes from [`Config::wss_server_config`].
     #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn wss_listener_config(&self) -> bus_ws::WsListenerConfig {
         self.ws_section_config(&self.wss)
     }
@@ -104,6 +107,7 @@ impl Config {
     /// The `[tls]` certificate for the WSS listener, offering ALPN
     /// `http/1.1` instead of `bus.v1` (spec §7).
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     pub fn wss_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
         let mut config = self.tls_server_config(data_dir);
         config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
@@ -138,6 +142,7 @@ impl Config {
     /// [validated](Self::validate) config; sizes beyond `usize` saturate, so
     /// [`bus_quic::QuicListenerConfig::validate`] still refuses them.
     #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic_listener_config(&self) -> bus_quic::QuicListenerConfig {
         let quic = &self.quic;
         let mut config = bus_quic::QuicListenerConfig::new(quic.listen);
