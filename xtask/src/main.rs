@@ -13,6 +13,7 @@ mod ci;
 mod cmd;
 mod deny;
 mod docs;
+mod examples;
 mod features;
 mod lint;
 mod test;
@@ -28,9 +29,10 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   ci          Run every check CI runs, in order, stopping at the first failure:
-              fmt, clippy, test, docs, docsrs, features, deny
+              fmt, clippy, examples, test, docs, docsrs, features, deny
   fmt         cargo fmt --all -- --check
   lint        cargo clippy --workspace --all-targets --all-features -- -D warnings
+  examples    cargo build --workspace --examples --all-features (the test step runs some)
   test        cargo nextest run (default profile; cargo test if nextest is missing),
               then the doctests
   docs        cargo doc --workspace --all-features --no-deps, with RUSTDOCFLAGS=-D warnings
