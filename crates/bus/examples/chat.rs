@@ -33,6 +33,8 @@ use futures_util::future::poll_immediate;
 const SAY: u8 = 18;
 /// Everyone hears it, tagged with the speaker's transport.
 const HEARD: u8 = 19;
+/// The listeners, in the order of their ports.
+const TRANSPORTS: [&str; 5] = ["tcp", "tls", "ws", "wss", "quic"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `chat [IP] [FIRST_PORT]`: TCP on FIRST_PORT, then TLS, WS, WSS, QUIC
@@ -69,10 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // One bus serves all five listeners.
         let bus = Bus::new(BusConfig::default(), chat)?;
         let max = bus.config().max_message_size_bytes;
-        let (ws, wss) = (
-            WsListenerConfig::new(addr(2)),
-            WsListenerConfig::new(addr(3)),
-        );
+        let ws = WsListenerConfig::new(addr(2));
+        let wss = WsListenerConfig::new(addr(3));
         ws.validate(max)?;
         wss.validate(max)?;
         let tcp = TcpListener::bind(&TcpListenerConfig::new(addr(0)))?;
@@ -97,14 +97,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut options = ClientOptions::default();
         options.ca_file = Some(tls.cert_path());
         let mut clients = Vec::new();
-        for (name, addr) in ["tcp", "tls", "ws", "wss", "quic"].into_iter().zip(addrs) {
+        for (name, addr) in TRANSPORTS.into_iter().zip(addrs) {
             let client = Client::connect(&format!("{name}://{addr}"), options.clone()).await?;
             // A round trip: the node has registered us once it answers.
             client.ping().await?;
-            compio::runtime::spawn(listen(name, client.clone())).detach();
-            clients.push((name, client));
+            let listener = compio::runtime::spawn(listen(name, client.clone()));
+            clients.push((name, client, listener));
         }
-        for (name, client) in &clients {
+        for (name, client, _) in &clients {
             let hello = format!("hello from {name}");
             client
                 .send(FrameMut::with_body(Command::from_u8(SAY), hello.as_bytes()))
@@ -113,15 +113,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let mut ctrl_c = pin!(compio::signal::ctrl_c());
         poll_immediate(&mut ctrl_c).await;
-        let listening = ["tcp", "tls", "ws", "wss", "quic"].iter().zip(addrs);
+        let listening = TRANSPORTS.iter().zip(addrs);
         let listening: Vec<String> = listening.map(|(n, a)| format!("{n}={a}")).collect();
         println!("listening {}", listening.join(" "));
         let page = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat.html");
         println!("browser: open file://{page}?ws=ws://{}/", addrs[2]);
         ctrl_c.await?;
 
-        // Goodbye(ShuttingDown) reaches our own five clients too.
+        // Goodbye(ShuttingDown) reaches our own five clients too; each one
+        // is closed (bounded by its close timeout) before we leave.
         bus.shutdown(Duration::from_secs(5)).await;
+        for (_, client, listener) in clients {
+            client.close().await;
+            let _ = listener.await;
+        }
         Ok(())
     })
 }
