@@ -6,7 +6,7 @@
 //! | `/healthz` | `200 ok` while serving, `503` once shutting down |
 //! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
 //! | `/connz`   | JSON: every connection with its metadata and counters |
-//! | `/stats`   | compact JSON: counters per shard and in total, connections per transport, the replica mesh when there is one ([`dashboard`](crate::dashboard)) |
+//! | `/stats`   | compact JSON: counters per shard and in total, connections per transport, the replica mesh when there is one ([`dashboard`]) |
 //! | `/dashboard` | the live dashboard: a page polling `/stats` (`dashboard.html`) |
 //! | `/`, `/demo` | the demo page: a chat over the node's WebSocket listener (`demo.html`) |
 //! | `/demo/config.json` | JSON: where the demo page finds the WebSocket listener |
