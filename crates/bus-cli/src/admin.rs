@@ -6,6 +6,8 @@
 //! | `/healthz` | `200 ok` while serving, `503` once shutting down |
 //! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
 //! | `/connz`   | JSON: every connection with its metadata and counters |
+//! | `/stats`   | compact JSON: counters per shard and in total, connections per transport, the replica mesh when there is one ([`dashboard`]) |
+//! | `/dashboard` | the live dashboard: a page polling `/stats` (`dashboard.html`) |
 //! | `/`, `/demo` | the demo page: a chat over the node's WebSocket listener (`demo.html`) |
 //! | `/demo/config.json` | JSON: where the demo page finds the WebSocket listener |
 //!
@@ -23,7 +25,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     rc::Rc,
     sync::Arc,
-    time::{Duration, UNIX_EPOCH},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use bus_core::{BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind};
@@ -36,7 +38,11 @@ use compio::{
 };
 use serde::Serialize;
 
-use crate::{Error, transports};
+use crate::{
+    Error,
+    dashboard::{self, ReplicaView},
+    transports,
+};
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
@@ -115,6 +121,11 @@ pub trait StatsSource: Send + Sync + 'static {
     fn shards(&self) -> Result<Vec<ShardView>, String>;
     /// Whether the node is shutting down.
     fn is_shutting_down(&self) -> bool;
+    /// The replica mesh as this node sees it, for `/stats` and the
+    /// dashboard; `None` (the default) when the node has no replica plane.
+    fn replicas(&self) -> Option<Vec<ReplicaView>> {
+        None
+    }
 }
 
 /// Facts about the node shown in `bus_info`.
@@ -131,6 +142,8 @@ struct Context {
     source: Arc<dyn StatsSource>,
     info: NodeInfo,
     demo: Option<DemoTarget>,
+    /// When the endpoint started: `/stats`' `uptime_ms`.
+    started: Instant,
 }
 
 /// A running admin endpoint; dropping it stops accepting.
@@ -161,7 +174,12 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let context = Arc::new(Context { source, info, demo });
+        let context = Arc::new(Context {
+            source,
+            info,
+            demo,
+            started: Instant::now(),
+        });
         let accept = compio::runtime::spawn(accept_loop(listener, context));
         Ok(Self {
             addr,
@@ -325,10 +343,14 @@ fn respond(head: &str, context: &Context) -> Response {
             Response::text(503, "Service Unavailable", "shutting down\n")
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
-        "/metrics" | "/connz" => match source.shards() {
+        "/metrics" | "/connz" | "/stats" => match source.shards() {
             Ok(shards) if path == "/metrics" => Response::with_body(
                 "text/plain; version=0.0.4; charset=utf-8",
                 render_metrics(&shards, &context.info),
+            ),
+            Ok(shards) if path == "/stats" => Response::with_body(
+                "application/json",
+                dashboard::render_stats(&shards, &context.info, context.started.elapsed(), source),
             ),
             Ok(shards) => Response::with_body("application/json", render_connz(&shards)),
             Err(err) => Response::text(
@@ -338,6 +360,7 @@ fn respond(head: &str, context: &Context) -> Response {
             ),
         },
         "/" | "/demo" => Response::with_body("text/html; charset=utf-8", DEMO_PAGE),
+        "/dashboard" => Response::with_body("text/html; charset=utf-8", dashboard::PAGE),
         "/demo/config.json" => Response::with_body(
             "application/json",
             render_demo_config(context.demo.as_ref()),
@@ -345,7 +368,7 @@ fn respond(head: &str, context: &Context) -> Response {
         _ => Response::text(
             404,
             "Not Found",
-            "try / (demo page), /healthz, /metrics or /connz\n",
+            "try / (demo page), /dashboard, /healthz, /metrics, /connz or /stats\n",
         ),
     };
     response.head_only = head_only;
@@ -709,6 +732,7 @@ mod tests {
             )])),
             info: info(),
             demo,
+            started: Instant::now(),
         }
     }
 
@@ -752,6 +776,14 @@ mod tests {
         assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
         assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
         assert_eq!(get("GET /connz HTTP/1.0").status, 200);
+        let stats = get("GET /stats HTTP/1.1");
+        assert_eq!(
+            (stats.status, stats.content_type),
+            (200, "application/json")
+        );
+        let dashboard = get("GET /dashboard HTTP/1.1");
+        assert_eq!(dashboard.content_type, "text/html; charset=utf-8");
+        assert_eq!(dashboard.body, dashboard::PAGE);
         assert_eq!(get("GET /nope HTTP/1.1").status, 404);
         assert_eq!(get("POST /metrics HTTP/1.1").status, 405);
         assert_eq!(get("GET /metrics SPDY/3").status, 505);

@@ -41,10 +41,16 @@
 //!
 //! # Transports
 //!
-//! | scheme    | feature | status |
-//! |-----------|---------|--------|
-//! | `tcp://`  | `tcp` (default) | available |
-//! | `tls://`, `ws://`, `wss://`, `quic://` | | not in this build: connecting fails with [`ClientError::SchemeNotAvailable`] |
+//! | scheme    | feature | needs |
+//! |-----------|---------|-------|
+//! | `tcp://`  | `tcp` (default) | |
+//! | `tls://`  | `tls`   | [`ClientOptions::ca_file`] |
+//! | `ws://`   | `ws`    | |
+//! | `wss://`  | `wss`   | [`ClientOptions::ca_file`] |
+//! | `quic://` | `quic`  | [`ClientOptions::ca_file`] |
+//!
+//! A scheme whose feature is off parses, and connecting to it fails with
+//! [`ClientError::SchemeNotAvailable`] naming the feature.
 //!
 //! # Threading
 //!
@@ -52,6 +58,9 @@
 //! like the connections of a `bus` shard. Its socket is driven by one task
 //! on that runtime.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Without any transport the client can only refuse every URL; the session
 // machinery is then compiled but unused.
 #![cfg_attr(

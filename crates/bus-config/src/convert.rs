@@ -73,6 +73,7 @@ impl Config {
     /// `data_dir/tls`. Expects a [validated](Self::validate) config, which
     /// refuses a TLS user with neither.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
         let tls = &self.tls;
         let certificate = match (&tls.cert, &tls.key) {
@@ -93,6 +94,7 @@ impl Config {
     /// The server-side settings of the WebSocket listener (`[ws]`, with the
     /// `[tcp]` backlog and `TCP_NODELAY`).
     #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn ws_listener_config(&self) -> bus_ws::WsListenerConfig {
         self.ws_section_config(&self.ws)
     }
@@ -100,6 +102,7 @@ impl Config {
     /// The server-side settings of the WebSocket-over-TLS listener
     /// (`[wss]`); its TLS comes from [`Config::wss_server_config`].
     #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn wss_listener_config(&self) -> bus_ws::WsListenerConfig {
         self.ws_section_config(&self.wss)
     }
@@ -107,6 +110,7 @@ impl Config {
     /// The `[tls]` certificate for the WSS listener, offering ALPN
     /// `http/1.1` instead of `bus.v1` (spec §7).
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     pub fn wss_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
         let mut config = self.tls_server_config(data_dir);
         config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
@@ -141,6 +145,7 @@ impl Config {
     /// [validated](Self::validate) config; sizes beyond `usize` saturate, so
     /// [`bus_quic::QuicListenerConfig::validate`] still refuses them.
     #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic_listener_config(&self) -> bus_quic::QuicListenerConfig {
         let quic = &self.quic;
         let mut config = bus_quic::QuicListenerConfig::new(quic.listen);
@@ -169,6 +174,7 @@ impl Config {
     /// config; a `psk_file` left unset in code becomes an empty path, which
     /// [`bus_replica::ReplicaConfig::validate`] refuses.
     #[cfg(feature = "replica")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "replica")))]
     pub fn replicas_config(&self) -> Option<bus_replica::ReplicaConfig> {
         let replicas = &self.replicas;
         if !replicas.enabled {

@@ -69,6 +69,9 @@
 //! It does not move a connection after placement, balance load over time,
 //! or retry a send refused by a full inbox: the sender decides.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 mod error;

@@ -22,6 +22,9 @@
 //! This crate does no certificate issuance beyond the development
 //! certificate, and no revocation checking.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod certs;
 mod client;
