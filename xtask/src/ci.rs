@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, deny, docs, features, lint, test};
+use crate::{Error, Result, deny, docs, features, lint, miri, test};
 
 /// One check of the CI run; also runnable alone as `cargo xtask <task>`.
 #[derive(Debug)]
@@ -20,10 +20,11 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     Step::new("fmt", "fmt", lint::fmt),
     Step::new("clippy", "lint", lint::clippy),
     Step::new("test", "test", test::run),
+    Step::new("miri", "miri", miri::run),
     Step::new("docs", "docs", docs::run),
     Step::new("features", "features", features::run),
     Step::new("deny", "deny", deny::run),

@@ -15,6 +15,7 @@ mod deny;
 mod docs;
 mod features;
 mod lint;
+mod miri;
 mod test;
 mod workspace;
 
@@ -28,11 +29,14 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   ci          Run every check CI runs, in order, stopping at the first failure:
-              fmt, clippy, test, docs, features, deny
+              fmt, clippy, test, miri, docs, features, deny
   fmt         cargo fmt --all -- --check
   lint        cargo clippy --workspace --all-targets --all-features -- -D warnings
-  test        cargo nextest run (default profile; cargo test if nextest is missing),
-              then the doctests
+  test        the doctests, then cargo nextest run (ci profile; cargo test if nextest
+              is missing), then bus-client's scheme test with its `tcp` feature alone
+  miri        bus-core's unsafe code under a checker on nightly: cargo miri test when
+              Miri is installed, else AddressSanitizer (target/asan); skipped with a
+              note without a nightly toolchain
   docs        cargo doc --workspace --all-features --no-deps, with RUSTDOCFLAGS=-D warnings
   features    cargo check -p bus for each feature of crates/bus alone, and for none
   deny        cargo deny: licenses, bans, sources per member crate; advisories once

@@ -3,5 +3,6 @@
 mod defaults;
 mod load;
 mod tls;
+mod units;
 mod validate;
 mod ws;
