@@ -7,6 +7,10 @@
 //! meaningful where nothing else runs. (Each scenario also checks, in every
 //! suite, that the specific sockets its bus held are closed; see
 //! `bus_tests::leaks`.)
+#![allow(
+    clippy::large_futures,
+    reason = "the scenarios' TLS and QUIC state lives in the test's future; boxing buys nothing"
+)]
 
 use bus_tests::{
     eventually,

@@ -57,7 +57,8 @@ fn asan() -> Result {
     let host = host()?;
     if host != ASAN_TARGET {
         eprintln!(
-            "note: miri step skipped: AddressSanitizer is set up for {ASAN_TARGET}, this host is {host}"
+            "note: miri step skipped: AddressSanitizer is set up for {ASAN_TARGET}, \
+             this host is {host}"
         );
         return Ok(());
     }

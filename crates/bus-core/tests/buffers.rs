@@ -5,7 +5,7 @@
 //! `header.rs` and `buf.rs`, and the bounds checks in front of each.
 //!
 //! These are the tests `cargo xtask miri` runs under Miri, or, where Miri
-//! is missing, under AddressSanitizer: an out-of-bounds access, a read of
+//! is missing, under `AddressSanitizer`: an out-of-bounds access, a read of
 //! uninitialised memory (Miri) or a use after free shows there, even when
 //! the values happen to come out right.
 

@@ -145,12 +145,11 @@ fn damage_strategy() -> impl Strategy<Value = Damage> {
 
 fn apply(mut wire: Vec<u8>, damage: &Damage) -> Vec<u8> {
     match damage {
-        Damage::None => {}
         Damage::Flip(at, mask) if !wire.is_empty() => {
             let at = at % wire.len();
             wire[at] ^= mask;
         }
-        Damage::Flip(..) => {}
+        Damage::None | Damage::Flip(..) => {}
         Damage::Truncate(at) => wire.truncate(at % (wire.len() + 1)),
         Damage::Garbage(bytes) => wire.extend_from_slice(bytes),
     }

@@ -32,7 +32,9 @@ proptest! {
     #[test]
     fn every_size_prints_and_parses_back(bytes in any::<u64>()) {
         let shown = ByteSize(bytes).to_string();
-        let parsed: ByteSize = shown.parse().map_err(|e| TestCaseError::fail(format!("{shown:?}: {e}")))?;
+        let parsed: ByteSize = shown
+            .parse()
+            .map_err(|e| TestCaseError::fail(format!("{shown:?}: {e}")))?;
         prop_assert_eq!(parsed.bytes(), bytes, "{}", shown);
     }
 
@@ -46,15 +48,16 @@ proptest! {
     ) {
         let (name, factor) = SIZE_UNITS[unit];
         let text = format!("{number}{gap}{name}");
-        match number.checked_mul(factor) {
-            Some(bytes) => prop_assert_eq!(text.parse::<ByteSize>().map(ByteSize::bytes).ok(), Some(bytes), "{}", text),
-            None => {
-                let err = text.parse::<ByteSize>().expect_err("overflow").to_string();
-                prop_assert!(err.contains("too large"), "{}: {}", text, err);
-            }
+        if let Some(bytes) = number.checked_mul(factor) {
+            let parsed = text.parse::<ByteSize>().map(ByteSize::bytes).ok();
+            prop_assert_eq!(parsed, Some(bytes), "{}", text);
+        } else {
+            let err = text.parse::<ByteSize>().expect_err("overflow").to_string();
+            prop_assert!(err.contains("too large"), "{}: {}", text, err);
         }
         // A plain number is bytes.
-        prop_assert_eq!(number.to_string().parse::<ByteSize>().map(ByteSize::bytes).ok(), Some(number));
+        let plain = number.to_string().parse::<ByteSize>().map(ByteSize::bytes);
+        prop_assert_eq!(plain.ok(), Some(number));
     }
 
     /// Any whole number of milliseconds prints in a unit that parses back
@@ -65,9 +68,11 @@ proptest! {
     ) {
         let duration = Duration::from_millis(millis);
         let shown = format_duration(duration);
-        let parsed = parse_duration(&shown).map_err(|e| TestCaseError::fail(format!("{shown:?}: {e}")))?;
+        let parsed = parse_duration(&shown)
+            .map_err(|e| TestCaseError::fail(format!("{shown:?}: {e}")))?;
         prop_assert_eq!(parsed, duration, "{}", shown);
-        let optional = parse_optional_duration(&shown).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let optional = parse_optional_duration(&shown)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(optional, Some(duration).filter(|d| !d.is_zero()), "zero means off");
     }
 
@@ -86,12 +91,11 @@ proptest! {
             "s" => Some(Duration::from_secs(number)),
             _ => number.checked_mul(millis / 1_000).map(Duration::from_secs),
         };
-        match expected {
-            Some(duration) => prop_assert_eq!(parse_duration(&text).ok(), Some(duration), "{}", text),
-            None => {
-                let err = parse_duration(&text).expect_err("overflow").to_string();
-                prop_assert!(err.contains("too large"), "{}: {}", text, err);
-            }
+        if let Some(duration) = expected {
+            prop_assert_eq!(parse_duration(&text).ok(), Some(duration), "{}", text);
+        } else {
+            let err = parse_duration(&text).expect_err("overflow").to_string();
+            prop_assert!(err.contains("too large"), "{}: {}", text, err);
         }
         // The unit is required.
         prop_assert!(parse_duration(&number.to_string()).is_err());
@@ -100,7 +104,9 @@ proptest! {
     /// Arbitrary text never makes a parser panic, and whatever parses
     /// prints back to something that parses to the same value.
     #[test]
-    fn arbitrary_text_never_panics_and_what_parses_round_trips(text in "\\PC{0,24}|[0-9 .,a-zA-Z]{0,12}") {
+    fn arbitrary_text_never_panics_and_what_parses_round_trips(
+        text in "\\PC{0,24}|[0-9 .,a-zA-Z]{0,12}",
+    ) {
         if let Ok(size) = text.parse::<ByteSize>() {
             prop_assert_eq!(size.to_string().parse::<ByteSize>().ok(), Some(size));
         }
