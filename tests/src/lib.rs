@@ -10,8 +10,10 @@
     reason = "test scenarios and helpers assert by panicking"
 )]
 
+pub mod alloc;
 pub mod client;
 pub mod frames;
+pub mod leaks;
 pub mod pki;
 pub mod recorder;
 pub mod scenarios;
@@ -114,6 +116,12 @@ macro_rules! transport_suite {
             broadcast_reaches_every_client_with_one_allocation,
             close_client_sends_goodbye_evicted,
             idle_timeout_closes_silent_connection,
+            traffic_resets_the_idle_timer,
+            shutdown_releases_every_socket_connection_and_the_handler,
+            install_replica_serves_a_replica_and_send_to_replica_reaches_it,
+            unsealed_frame_from_a_replica_gets_checksum_mismatch,
+            a_second_connection_for_a_replica_replaces_the_first,
+            broadcast_local_stays_on_this_shard_and_broadcast_forwards,
         );
     };
 }

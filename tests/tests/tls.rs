@@ -307,6 +307,16 @@ async fn a_peer_that_stops_reading_cannot_stretch_close_past_close_grace() {
         took < Duration::from_millis(400 + 200) + Duration::from_secs(1),
         "close took {took:?}"
     );
+    // The queued frames can never be written, so the close runs into
+    // close_grace (400 ms), and the connection is dropped right then.
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed after {took:?}, before close_grace ran out"
+    );
+    assert!(
+        took <= Duration::from_millis(400) + bus_tests::scenarios::IDLE_SLACK,
+        "closed {took:?} after it started, close_grace 400 ms"
+    );
     assert_eq!(
         reason,
         bus_core::CloseReason::Closed(GoodbyeReason::Evicted)

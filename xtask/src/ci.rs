@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, deny, docs, examples, features, lint, test};
+use crate::{Error, Result, deny, docs, examples, features, lint, miri, test};
 
 /// One check of the CI run; also runnable alone as `cargo xtask <task>`.
 #[derive(Debug)]
@@ -20,11 +20,12 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 8] = [
+const STEPS: [Step; 9] = [
     Step::new("fmt", "fmt", lint::fmt),
     Step::new("clippy", "lint", lint::clippy),
     Step::new("examples", "examples", examples::build),
     Step::new("test", "test", test::run),
+    Step::new("miri", "miri", miri::run),
     Step::new("docs", "docs", docs::run),
     Step::new("docsrs", "docs --docsrs", docs::docsrs),
     Step::new("features", "features", features::run),

@@ -16,6 +16,7 @@ mod docs;
 mod examples;
 mod features;
 mod lint;
+mod miri;
 mod test;
 mod workspace;
 
@@ -29,12 +30,15 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   ci          Run every check CI runs, in order, stopping at the first failure:
-              fmt, clippy, examples, test, docs, docsrs, features, deny
+              fmt, clippy, examples, test, miri, docs, docsrs, features, deny
   fmt         cargo fmt --all -- --check
   lint        cargo clippy --workspace --all-targets --all-features -- -D warnings
   examples    cargo build --workspace --examples --all-features (the test step runs some)
-  test        cargo nextest run (default profile; cargo test if nextest is missing),
-              then the doctests
+  test        the doctests, then cargo nextest run (ci profile; cargo test if nextest
+              is missing), then bus-client's scheme test with its `tcp` feature alone
+  miri        bus-core's unsafe code under a checker on nightly: cargo miri test when
+              Miri is installed, else AddressSanitizer (target/asan); skipped with a
+              note without a nightly toolchain
   docs        cargo doc --workspace --all-features --no-deps, with RUSTDOCFLAGS=-D warnings
   docs --docsrs
               the same on nightly, as docs.rs builds it (RUSTDOCFLAGS=--cfg docsrs -D warnings:

@@ -452,8 +452,10 @@ fn dashboard_shows_live_numbers_that_match_stats_in_headless_chromium() {
     };
     assert_eq!(reason, Some(GoodbyeReason::ProtocolViolation));
     fail_a_tls_handshake(node.addrs["tls"]);
-    // Every Echo, plus the evicted client's one frame.
-    let settled = wait_for_page_to_match_stats(&mut browser, &tab, admin, echoes + 1);
+    // Every Echo, the evicted client's one frame, and each of the four
+    // clients' opening Ping (spec §7: a client with nothing to say yet
+    // sends a Ping on connect).
+    let settled = wait_for_page_to_match_stats(&mut browser, &tab, admin, echoes + 1 + 4);
     assert!(
         settled["totals"]["connections_accepted"].as_u64() >= Some(4),
         "{settled}"
