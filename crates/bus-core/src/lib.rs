@@ -39,6 +39,7 @@ mod notify;
 mod pool;
 mod queue;
 mod requests;
+pub mod runtime;
 mod state;
 mod stats;
 mod tasks;

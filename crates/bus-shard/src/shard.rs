@@ -31,7 +31,7 @@ use bus_core::{
     Bus, BusConfig, ClientId, Forwarder, Frame, Handler, SendError, transport::Listener as _,
 };
 use bus_tcp::{TcpListener, TcpListenerConfig};
-use compio::runtime::{JoinHandle, RuntimeBuilder, time};
+use compio::runtime::{JoinHandle, time};
 use futures_util::{StreamExt, select_biased};
 
 use crate::{
@@ -107,7 +107,7 @@ where
     H: Handler,
 {
     let shard = seed.shard;
-    let mut builder = RuntimeBuilder::new();
+    let mut builder = bus_core::runtime::builder();
     if let Some(cpu) = seed.pin_cpu {
         builder.thread_affinity(HashSet::from([cpu]));
     }
