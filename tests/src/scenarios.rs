@@ -637,6 +637,69 @@ pub async fn silent_peer_is_dropped_after_handshake_grace<T: TestTransport>() {
     stop(&node).await;
 }
 
+/// Spec §7: a connection is usable once its first frame arrives. One that
+/// got through the transport handshake (TCP accept, TLS, WebSocket
+/// upgrade) but sends no frame within `handshake_grace` gets
+/// `Goodbye(IdleTimeout)` and is closed, and the lost callback says so.
+pub async fn silent_client_gets_idle_timeout_at_the_first_frame_grace<T: TestTransport>() {
+    const GRACE: Duration = Duration::from_millis(400);
+    let mut config = test_config();
+    config.handshake_grace = GRACE;
+    let node = start::<T>(config).await;
+    let connecting = Instant::now();
+    let (mut client, peer) = connect::<T>(&node).await;
+    let goodbye = client.recv_frame().await;
+    let after = connecting.elapsed();
+    let goodbye = assert_goodbye(&goodbye, GoodbyeReason::IdleTimeout);
+    assert!(
+        goodbye.detail.contains("handshake_grace"),
+        "{}",
+        goodbye.detail
+    );
+    // The grace counts from the accept, which happened after `connecting`.
+    assert!(
+        after >= GRACE,
+        "closed after {after:?}, before the {GRACE:?} grace"
+    );
+    assert!(
+        after <= GRACE + IDLE_SLACK,
+        "closed {after:?} after connecting, {GRACE:?} promised"
+    );
+    client.expect_closed().await;
+    client.close().await;
+    assert_eq!(
+        node.events.lost(peer).await,
+        CloseReason::Closed(GoodbyeReason::IdleTimeout)
+    );
+    stop(&node).await;
+}
+
+/// A client whose first frame is a `Ping` (what a client with nothing to
+/// say sends, spec §7) is usable: it stays past the first-frame grace and
+/// keeps working.
+pub async fn a_client_that_pings_first_stays_past_the_grace<T: TestTransport>() {
+    const GRACE: Duration = Duration::from_millis(300);
+    let mut config = test_config();
+    config.handshake_grace = GRACE;
+    let node = start::<T>(config).await;
+    let (mut client, peer) = connect::<T>(&node).await;
+    let mut ping = FrameMut::new(Command::Ping, 0);
+    ping.header_mut().set_request(5);
+    ping.seal();
+    client.send(&ping.freeze()).await;
+    let answer = client.recv_frame().await;
+    assert_eq!(answer.header().command(), Command::Pong);
+    // Outlive the grace twice over with nothing more sent: the point is that
+    // nothing happens in this window, so it is waited out.
+    compio::runtime::time::sleep(GRACE * 2).await;
+    echo_round_trip(&mut client, 6, 10).await;
+    assert!(
+        node.bus.client(client_id(peer)).is_some(),
+        "still connected"
+    );
+    stop(&node).await;
+}
+
 /// Per-connection metadata: transport, peer address, connected-since,
 /// frames and bytes in and out.
 pub async fn connection_metadata_is_visible<T: TestTransport>() {

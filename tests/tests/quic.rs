@@ -45,6 +45,11 @@ use futures_util::future::{Either, select};
 bus_tests::transport_suite!(Quic);
 
 #[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Quic>().await;
+}
+
+#[compio::test]
 async fn frame_dribbled_one_byte_at_a_time_is_delivered_whole() {
     scenarios::frame_dribbled_one_byte_at_a_time_is_delivered_whole::<Quic>().await;
 }

@@ -15,6 +15,16 @@ use bus_tests::{
 bus_tests::transport_suite!(Tcp);
 
 #[compio::test]
+async fn silent_client_gets_idle_timeout_at_the_first_frame_grace() {
+    bus_tests::scenarios::silent_client_gets_idle_timeout_at_the_first_frame_grace::<Tcp>().await;
+}
+
+#[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Tcp>().await;
+}
+
+#[compio::test]
 async fn frame_dribbled_one_byte_at_a_time_is_delivered_whole() {
     scenarios::frame_dribbled_one_byte_at_a_time_is_delivered_whole::<Tcp>().await;
 }

@@ -11,6 +11,16 @@ use bus_tests::transport::Tls;
 bus_tests::transport_suite!(Tls);
 
 #[compio::test]
+async fn silent_client_gets_idle_timeout_at_the_first_frame_grace() {
+    bus_tests::scenarios::silent_client_gets_idle_timeout_at_the_first_frame_grace::<Tls>().await;
+}
+
+#[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Tls>().await;
+}
+
+#[compio::test]
 async fn silent_peer_is_dropped_after_handshake_grace() {
     bus_tests::scenarios::silent_peer_is_dropped_after_handshake_grace::<Tls>().await;
 }

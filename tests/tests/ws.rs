@@ -8,6 +8,16 @@ use bus_tests::{scenarios, transport::Ws};
 static ALLOC: bus_tests::alloc::Counting = bus_tests::alloc::Counting;
 
 bus_tests::transport_suite!(Ws);
+
+#[compio::test]
+async fn silent_client_gets_idle_timeout_at_the_first_frame_grace() {
+    bus_tests::scenarios::silent_client_gets_idle_timeout_at_the_first_frame_grace::<Ws>().await;
+}
+
+#[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Ws>().await;
+}
 bus_tests::websocket_suite!(Ws);
 
 #[compio::test]

@@ -8,6 +8,16 @@ use bus_tests::{scenarios, transport::Wss};
 static ALLOC: bus_tests::alloc::Counting = bus_tests::alloc::Counting;
 
 bus_tests::transport_suite!(Wss);
+
+#[compio::test]
+async fn silent_client_gets_idle_timeout_at_the_first_frame_grace() {
+    bus_tests::scenarios::silent_client_gets_idle_timeout_at_the_first_frame_grace::<Wss>().await;
+}
+
+#[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Wss>().await;
+}
 bus_tests::websocket_suite!(Wss);
 
 #[compio::test]
