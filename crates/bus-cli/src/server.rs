@@ -77,7 +77,10 @@ impl Node {
         for &kind in &kinds {
             builder = transports::declare(builder, config, kind, &certs)?;
         }
-        let started = compio::runtime::spawn_blocking(move || builder.start(node::handler))
+        let records = data_dir.to_path_buf();
+        let started = compio::runtime::spawn_blocking(move || {
+            builder.start(move |ctx: &bus_shard::ShardContext| node::handler(ctx, Some(&records)))
+        })
             .await
             .map_err(|_| Error::Usage("the shard start-up thread panicked".into()))?;
         let shards = started.map_err(|error| start_error(error, config, &kinds))?;

@@ -78,17 +78,20 @@ mod driver;
 mod error;
 mod event;
 mod options;
+mod request;
 mod url;
 
 pub use client::{Client, ClientStats, ConnectionState};
 pub use error::ClientError;
 pub use options::{ClientOptions, Reconnect};
+pub use request::{Responder, ServerRequest};
 pub use url::{Endpoint, Scheme};
 
 /// The named defaults of [`ClientOptions`].
 pub mod defaults {
     pub use crate::options::{
         DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTSTANDING_REQUESTS, DEFAULT_REQUEST_TIMEOUT,
-        DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES, DEFAULT_UNSOLICITED_QUEUE_FRAMES,
+        DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES, DEFAULT_SERVER_REQUEST_QUEUE,
+        DEFAULT_UNSOLICITED_QUEUE_FRAMES,
     };
 }

@@ -29,6 +29,7 @@ impl Config {
             usize::try_from(bus.queue_capacity_bytes.bytes()).unwrap_or(usize::MAX);
         config.inbound_budget_bytes = bus.inbound_budget.bytes();
         config.max_outstanding_requests = bus.max_outstanding_requests;
+        config.shutdown_flush_timeout = bus.shutdown_flush_timeout;
         config.max_batch_frames = bus.max_batch_frames;
         config.read_buffer_bytes = usize::try_from(bus.read_buffer.bytes()).unwrap_or(usize::MAX);
         config.handshake_grace = bus.handshake_grace;

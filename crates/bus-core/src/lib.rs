@@ -48,7 +48,8 @@ pub mod transport;
 pub use budget::{InboundBudget, Reservation};
 pub use buf::{ByteBuf, Frame, FrameMut};
 pub use bus::{
-    AdoptError, BroadcastReport, Bus, ConnectionSnapshot, Forwarder, Handler, ShutdownReport,
+    AdoptError, BroadcastReport, Bus, ConnectionSnapshot, FlushError, FlushOutcome, Forwarder,
+    Handler, Reply, ShutdownFlush, ShutdownReport,
 };
 pub use config::{BusConfig, ConfigError, SlowConsumerPolicy};
 pub use error::{Error, RequestError, SendError};
@@ -59,5 +60,5 @@ pub use id::{ClientId, Peer};
 pub use link::{Link, LinkConfig, Role};
 pub use requests::SERVER_REQUEST_BIT;
 pub use state::CloseReason;
-pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS};
+pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS, RequestStats};
 pub use transport::{ByteSource, ConnectionInfo, ReadSettings, TransportKind};

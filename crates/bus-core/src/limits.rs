@@ -62,6 +62,9 @@ pub const DEFAULT_INBOUND_BUDGET_BYTES: u64 = 256 << 20;
 /// (spec §9).
 pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
 
+/// Default bound on the application's flush at shutdown.
+pub const DEFAULT_SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default keep-alive of replica connections: a `Ping` after this long
 /// without a frame from the peer.
 pub const DEFAULT_REPLICA_KEEPALIVE: Duration = Duration::from_secs(1);

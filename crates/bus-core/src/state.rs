@@ -258,9 +258,14 @@ impl ConnCore {
         self.requests.issue()
     }
 
-    /// The waiter of request `id` gave up.
-    pub(crate) fn forget_request(&mut self, id: u64) {
-        self.requests.forget(id);
+    /// The waiter of request `id` gave up (at its timeout, or dropped).
+    pub(crate) fn forget_request(&mut self, id: u64, timed_out: bool) {
+        self.requests.forget(id, timed_out);
+    }
+
+    /// This side's requests, by outcome.
+    pub(crate) fn request_stats(&self) -> crate::stats::RequestStats {
+        self.requests.stats()
     }
 
     /// Most requests outstanding at once.

@@ -87,6 +87,7 @@ mod transport;
 pub use config::{Placement, ShardsConfig};
 pub use error::ShardError;
 pub use handler::ShardContext;
+pub use link::ForwardedReply;
 pub use monitor::Monitor;
 pub use shards::{Shards, ShardsBuilder};
 pub use stats::{ShardExit, ShardStats, ShardsShutdownReport};

@@ -16,7 +16,7 @@ use std::{
 };
 
 use async_channel::{Receiver, Sender, TrySendError};
-use bus_core::{ClientId, Frame, SendError};
+use bus_core::{ClientId, Frame, FrameMut, Reply, RequestError, SendError};
 
 use crate::{
     config::{CONTROL_QUEUE_CAPACITY, HANDOFF_QUEUE_CAPACITY},
@@ -30,6 +30,14 @@ pub(crate) enum Message {
     ToClient(ClientId, Frame),
     /// Queue `Frame` for every client of the shard.
     Broadcast(Frame),
+    /// Send the frame as a request (spec §9) to the client and hand its
+    /// outcome to `reply`.
+    Request {
+        to: ClientId,
+        frame: FrameMut,
+        timeout: Duration,
+        reply: Sender<Result<Frame, RequestError>>,
+    },
 }
 
 /// A socket accepted on shard 0 for the shard that will own it, before any
@@ -157,6 +165,58 @@ impl Link {
 
 /// Every shard's link, indexed by shard.
 pub(crate) type Links = Arc<[Link]>;
+
+/// Sends `frame` as a request to client `id` through the owning shard's
+/// inbox; the owner issues the request on the connection and sends the
+/// outcome back. The reply future needs no runtime of its own (the owner
+/// keeps the timeout), so it can be awaited from any thread.
+pub(crate) fn forward_request(
+    links: &Links,
+    id: ClientId,
+    frame: FrameMut,
+    timeout: Duration,
+) -> Result<ForwardedReply, RequestError> {
+    let link = links
+        .get(usize::from(id.shard()))
+        .ok_or(RequestError::Send(SendError::NotConnected))?;
+    let (reply, outcome) = async_channel::bounded(1);
+    link.post(Message::Request {
+        to: id,
+        frame,
+        timeout,
+        reply,
+    })
+    .map_err(RequestError::Send)?;
+    Ok(ForwardedReply { outcome })
+}
+
+/// The reply to a request forwarded to another shard (see
+/// [`Shards::request_client`](crate::Shards::request_client)); `Send`, so
+/// any thread may await it.
+#[derive(Debug)]
+#[must_use = "dropping the reply forgets the request"]
+pub struct ForwardedReply {
+    outcome: Receiver<Result<Frame, RequestError>>,
+}
+
+impl ForwardedReply {
+    /// Waits for the outcome. A shard that stopped without answering
+    /// reports the connection as gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping it forgets the request (a late reply is
+    /// dropped and counted on the owning shard).
+    pub async fn outcome(self) -> Result<Frame, RequestError> {
+        self.outcome.recv().await.unwrap_or(Err(RequestError::Disconnected {
+            reason: bus_core::CloseReason::Cancelled,
+        }))
+    }
+
+    /// As a [`Reply`], for a bus's forwarder.
+    pub(crate) fn into_reply(self) -> Reply {
+        Reply::new(self.outcome())
+    }
+}
 
 /// Sends `frame` to client `id` through the owning shard's inbox.
 pub(crate) fn forward(links: &Links, id: ClientId, frame: Frame) -> Result<(), SendError> {

@@ -28,7 +28,8 @@ use std::{
 };
 
 use bus_core::{
-    Bus, BusConfig, ClientId, Forwarder, Frame, Handler, SendError, transport::Listener as _,
+    Bus, BusConfig, ClientId, Forwarder, Frame, FrameMut, Handler, Peer, Reply, RequestError,
+    SendError, transport::Listener as _,
 };
 use bus_tcp::{TcpListener, TcpListenerConfig};
 use compio::runtime::{JoinHandle, time};
@@ -326,6 +327,27 @@ fn deliver(bus: &Bus, counters: &Counters, message: Message) {
             bus.broadcast_local(&frame);
             true
         }
+        Message::Request {
+            to,
+            frame,
+            timeout,
+            reply,
+        } => match bus.request_client(to, frame, timeout) {
+            Ok(outcome) => {
+                // One waiter per outstanding request, so as bounded as the
+                // connection's request table; it ends at the reply, the
+                // timeout or the close, at the latest at shutdown.
+                compio::runtime::spawn(async move {
+                    let _ = reply.try_send(outcome.await);
+                })
+                .detach();
+                true
+            }
+            Err(err) => {
+                let _ = reply.try_send(Err(err));
+                false
+            }
+        },
     };
     if !delivered {
         bump(&counters.inbox_undeliverable);
@@ -451,6 +473,21 @@ impl Forwarder for ShardForwarder {
             Err(_) => {}
         }
         sent
+    }
+
+    fn request(&self, to: Peer, frame: FrameMut, timeout: Duration) -> Result<Reply, RequestError> {
+        let Peer::Client(id) = to else {
+            return Err(RequestError::Send(SendError::NotConnected));
+        };
+        let sent = crate::link::forward_request(&self.links, id, frame, timeout);
+        match &sent {
+            Ok(_) => bump(&self.counters.forwarded),
+            Err(RequestError::Send(SendError::InboxFull)) => {
+                bump(&self.counters.forward_inbox_full);
+            }
+            Err(_) => {}
+        }
+        sent.map(crate::link::ForwardedReply::into_reply)
     }
 
     fn broadcast(&self, frame: &Frame) -> usize {

@@ -8,14 +8,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bus_core::{BusConfig, ClientId, Frame, Handler, SendError, transport::Listener};
+use bus_core::{
+    BusConfig, ClientId, Frame, FrameMut, Handler, RequestError, SendError, transport::Listener,
+};
 use bus_tcp::TcpListenerConfig;
 
 use crate::{
     ShardError,
     config::{SHUTDOWN_MARGIN, STARTUP_TIMEOUT, ShardsConfig},
     handler::ShardContext,
-    link::{self, Links, Message},
+    link::{self, ForwardedReply, Links, Message},
     monitor::Monitor,
     shard::{self, Delegated, LocalListener, Ready, Seed},
     stats::{ShardExit, ShardStats, ShardsShutdownReport},
@@ -316,6 +318,20 @@ impl Shards {
     /// `Bus::send_to_client`, which takes the local fast path when it can.
     pub fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError> {
         link::forward(&self.links, id, frame)
+    }
+
+    /// Sends `frame` to client `id` as a request from the server (spec §9),
+    /// from any thread: the owning shard issues it on the connection (see
+    /// `Bus::request_client`) and the returned reply completes with the
+    /// client's frame, `Timeout` or `Disconnected`. Never waits; a full inbox
+    /// is `RequestError::Send(InboxFull)`.
+    pub fn request_client(
+        &self,
+        id: ClientId,
+        frame: FrameMut,
+        timeout: Duration,
+    ) -> Result<ForwardedReply, RequestError> {
+        link::forward_request(&self.links, id, frame, timeout)
     }
 
     /// Queues `frame` for every client on every shard, from outside any
