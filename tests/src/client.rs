@@ -47,6 +47,16 @@ pub trait RawClient {
         }
     }
 
+    /// Sends `frame` in three pieces, pausing `pause` after each, so that a
+    /// reader on the other side is often left waiting mid-frame. On a byte
+    /// stream the pieces are slices of the frame.
+    async fn send_in_pieces(&mut self, frame: &Frame, pause: std::time::Duration) {
+        for piece in thirds(frame.as_bytes()) {
+            self.send_raw(piece).await;
+            compio::runtime::time::sleep(pause).await;
+        }
+    }
+
     /// Receives the next frame (bounded by [`crate::STEP`]).
     async fn recv(&mut self) -> Result<Frame, Error>;
 
@@ -83,6 +93,43 @@ pub trait RawClient {
             Err(other) => panic!("expected the connection to close, got {other}"),
         }
     }
+}
+
+/// `bytes` cut in three pieces of about equal length.
+pub fn thirds(bytes: &[u8]) -> [&[u8]; 3] {
+    let (a, rest) = bytes.split_at(bytes.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    [a, b, c]
+}
+
+/// The mask every hand-built client WebSocket frame uses.
+pub const WS_MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+/// One WebSocket frame on the wire (RFC 6455 §5.2), built by hand so tests
+/// can send what tungstenite never would: `first` is the first byte (FIN,
+/// RSV1-3, opcode), `mask` the masking key (`None`: an unmasked frame, which
+/// a client must never send).
+pub fn ws_wire_frame(first: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut wire = vec![first];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let len = payload.len();
+    if let Ok(short @ 0..=125) = u8::try_from(len) {
+        wire.push(mask_bit | short);
+    } else if let Ok(medium) = u16::try_from(len) {
+        wire.push(mask_bit | 0x7E);
+        wire.extend_from_slice(&medium.to_be_bytes());
+    } else {
+        wire.push(mask_bit | 0x7F);
+        wire.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    match mask {
+        Some(key) => {
+            wire.extend_from_slice(&key);
+            wire.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        }
+        None => wire.extend_from_slice(payload),
+    }
+    wire
 }
 
 /// A raw TCP client.
@@ -410,6 +457,33 @@ pub fn decode_message(bytes: &[u8]) -> Result<Frame, Error> {
 impl<S: WsStream> RawClient for WsClient<S> {
     async fn send_raw(&mut self, bytes: &[u8]) {
         self.send_message(Message::binary(bytes.to_vec())).await;
+    }
+
+    /// One binary message in three pieces of its WebSocket framing: for an
+    /// even `request` one WebSocket frame cut in three writes, for an odd
+    /// one two fragments (binary, then continuation), the first itself cut
+    /// in two writes.
+    async fn send_in_pieces(&mut self, frame: &Frame, pause: std::time::Duration) {
+        let bytes = frame.as_bytes();
+        let pieces: Vec<Vec<u8>> = if frame.header().request().is_multiple_of(2) {
+            let wire = ws_wire_frame(0x82, Some(WS_MASK), bytes);
+            thirds(&wire).iter().map(|piece| piece.to_vec()).collect()
+        } else {
+            let (head, tail) = bytes.split_at(bytes.len() / 2);
+            let first = ws_wire_frame(0x02, Some(WS_MASK), head);
+            let (a, b) = first.split_at(first.len() / 2);
+            vec![
+                a.to_vec(),
+                b.to_vec(),
+                ws_wire_frame(0x80, Some(WS_MASK), tail),
+            ]
+        };
+        for piece in pieces {
+            self.write_below_framing(&piece)
+                .await
+                .expect("raw ws write");
+            compio::runtime::time::sleep(pause).await;
+        }
     }
 
     async fn send_all(&mut self, frames: &[Frame]) {

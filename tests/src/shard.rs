@@ -841,8 +841,19 @@ pub async fn graceful_shutdown_says_goodbye_to_every_client_and_joins_every_thre
     for exit in &report.shards {
         assert_eq!(exit.bus.cancelled, 0, "shard {} closed in time", exit.shard);
         assert_eq!(exit.stats.bus.goodbyes_sent[shutting_down], 5);
+        // Every client closed at once: no shard had to wait for the grace.
+        assert!(
+            exit.bus.elapsed < GRACE,
+            "shard {} finished before its grace: {:?}",
+            exit.shard,
+            exit.bus
+        );
     }
     assert!(report.elapsed < GRACE + bus_shard::config::SHUTDOWN_MARGIN);
+    assert!(
+        report.elapsed < GRACE,
+        "no shard waited for the grace: {report:?}"
+    );
 }
 
 /// Frames a shard's inbox accepted before shutdown reach their client

@@ -2,16 +2,17 @@
 //! client, and a wrapper that makes any transport's writer panic on demand.
 #![allow(async_fn_in_trait, reason = "single-threaded test harness")]
 
-use std::{io, net::SocketAddr};
+use std::{io, net::SocketAddr, rc::Rc};
 
 use bus_core::{
     Error, Frame, GoodbyeReason, ReadSettings,
-    transport::{Connection, ConnectionInfo, FrameWriter, Listener, TransportKind},
+    transport::{Connection, ConnectionInfo, FrameReader, FrameWriter, Listener, TransportKind},
 };
 use compio::BufResult;
 
 use crate::{
     client::{QuicClient, RawClient, TcpClient, TlsClient, WsClient, WssClient},
+    leaks::Liveness,
     pki::{SERVER_NAME, pki},
 };
 
@@ -41,11 +42,39 @@ pub trait TestTransport: 'static {
     /// A raw client connected to `addr`, past any transport handshake.
     async fn connect(addr: SocketAddr) -> Self::Client;
 
+    /// Whether the server holds one socket per connection besides its
+    /// listener (TCP-based transports), rather than one socket for all
+    /// (QUIC's UDP endpoint).
+    const SOCKET_PER_CONNECTION: bool = true;
+
     /// Opens a transport-level connection and sends nothing at all.
     async fn connect_silent(addr: SocketAddr) -> compio::net::TcpStream {
         crate::within("silent connect", compio::net::TcpStream::connect(addr))
             .await
             .expect("silent connect")
+    }
+
+    /// A raw client past the transport handshake that waits for nothing
+    /// from the bus itself (QUIC's opening `Ping` is not sent), for tests
+    /// that drive a transport's reader without a bus behind it.
+    async fn connect_unanswered(addr: SocketAddr) -> Self::Client {
+        Self::connect(addr).await
+    }
+
+    /// Asserts that nothing listens on `addr` any more: a TCP connect is
+    /// refused (`ConnectionRefused`, not a timeout or a reset).
+    async fn assert_not_listening(addr: SocketAddr) {
+        let refused = crate::within(
+            "connect after shutdown",
+            compio::net::TcpStream::connect(addr),
+        )
+        .await
+        .expect_err("the listener is closed");
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
     }
 }
 
@@ -215,6 +244,7 @@ impl TestTransport for Quic {
     // anywhere, as on TCP.
     const STREAM: bool = true;
     const OPENING_FRAMES: u64 = 1;
+    const SOCKET_PER_CONNECTION: bool = false;
 
     async fn listen() -> Self::Listener {
         Self::listen_with(&Self::listener_config())
@@ -222,6 +252,129 @@ impl TestTransport for Quic {
 
     async fn connect(addr: SocketAddr) -> QuicClient {
         QuicClient::connect(&Self::client(), addr).await
+    }
+
+    /// The server sees the stream once the first frame's bytes arrive.
+    async fn connect_unanswered(addr: SocketAddr) -> QuicClient {
+        let (connection, send, recv) =
+            crate::within("quic connect", Self::client().connect_raw(addr))
+                .await
+                .expect("quic connect");
+        QuicClient::new(connection, send, recv)
+    }
+
+    /// The UDP port is free again (a socket of our own, without
+    /// `SO_REUSEADDR`, binds it), or, while the endpoint still drains
+    /// closed connections, a new connection is not served: the dropped
+    /// listener cleared the endpoint's server config, so the attempt fails
+    /// (quinn drops its Initial: a timeout; a refusal would do too).
+    async fn assert_not_listening(addr: SocketAddr) {
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return;
+        }
+        let mut config = Self::client_config();
+        config.connect_timeout = std::time::Duration::from_secs(1);
+        let client = bus_quic::ClientQuic::new(&config).expect("client QUIC");
+        let err = crate::within("connect after shutdown", client.connect_raw(addr))
+            .await
+            .expect_err("no new connection is served after shutdown");
+        let text = err.to_string();
+        assert!(
+            text.contains("timed out") || text.contains("refused"),
+            "{text}"
+        );
+    }
+}
+
+/// Wraps a listener so that every connection it accepts holds a
+/// [`Liveness`] token until the connection, and both halves it splits into,
+/// are dropped: a dead token proves the bus let go of that connection.
+#[derive(Debug)]
+pub struct TrackedListener<L> {
+    inner: L,
+    connections: Liveness,
+}
+
+impl<L> TrackedListener<L> {
+    /// Wraps `inner`; its connections' tokens go to `connections`.
+    pub fn new(inner: L, connections: Liveness) -> Self {
+        Self { inner, connections }
+    }
+}
+
+/// A connection of a [`TrackedListener`].
+#[derive(Debug)]
+pub struct Tracked<T> {
+    inner: T,
+    _token: Rc<()>,
+}
+
+impl<L: Listener> Listener for TrackedListener<L> {
+    type Connection = Tracked<L::Connection>;
+
+    async fn accept(&mut self) -> io::Result<Self::Connection> {
+        let inner = self.inner.accept().await?;
+        Ok(Tracked {
+            inner,
+            _token: self.connections.token(),
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl<C: Connection> Connection for Tracked<C> {
+    type Reader = Tracked<C::Reader>;
+    type Writer = Tracked<C::Writer>;
+
+    fn transport(&self) -> TransportKind {
+        self.inner.transport()
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr()
+    }
+
+    async fn establish(
+        self,
+        reading: ReadSettings,
+    ) -> Result<(Self::Reader, Self::Writer, ConnectionInfo), Error> {
+        let Self {
+            inner,
+            _token: token,
+        } = self;
+        let (r, w, info) = inner.establish(reading).await?;
+        let reader = Tracked {
+            inner: r,
+            _token: token.clone(),
+        };
+        let writer = Tracked {
+            inner: w,
+            _token: token,
+        };
+        Ok((reader, writer, info))
+    }
+}
+
+impl<R: FrameReader> FrameReader for Tracked<R> {
+    async fn read_frame(&mut self) -> Result<Frame, Error> {
+        self.inner.read_frame().await
+    }
+
+    async fn discard(&mut self) -> io::Result<usize> {
+        self.inner.discard().await
+    }
+}
+
+impl<W: FrameWriter> FrameWriter for Tracked<W> {
+    async fn write_batch(&mut self, batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
+        self.inner.write_batch(batch).await
+    }
+
+    async fn close(&mut self, reason: Option<GoodbyeReason>) -> io::Result<()> {
+        self.inner.close(reason).await
     }
 }
 

@@ -223,33 +223,26 @@ pub async fn message_shorter_than_a_header_gets_close_1002<T: WsTransport>() {
     .await;
 }
 
-/// Resident memory of this process, from `/proc/self/statm`.
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
-
 /// A message announced at 64 MiB, 32× the limit: the server answers
 /// `Goodbye(FrameTooLarge)` and close 1009 after only 256 KiB of it were
-/// sent, so it cannot have buffered it, and memory does not grow by
-/// anything near its size.
+/// sent, so it cannot have buffered it. Measured by the counting allocator
+/// on this thread (server and client both run here): the heap never grew
+/// by the limit, let alone the announced size, and no single allocation
+/// (a reservation nobody touched would escape an RSS reading) came near it.
 pub async fn message_over_the_limit_is_refused_before_it_is_buffered<T: WsTransport>() {
     const ANNOUNCED: u64 = 64 << 20;
     const SENT: usize = 256 << 10;
-    let node = start::<T>(test_config()).await; // max_message_size 2 MiB
+    let config = test_config();
+    let limit = config.max_message_size_bytes as usize; // 2 MiB
+    let node = start::<T>(config).await;
     let (mut client, peer) = crate::scenarios::connect::<T>(&node).await;
-    let before = resident_bytes();
     // A masked binary frame header (FIN, opcode 2, 64-bit length, mask),
     // then only the first SENT bytes of its payload.
     let mut wire = vec![0x82, 0x80 | 127];
     wire.extend_from_slice(&ANNOUNCED.to_be_bytes());
-    wire.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    wire.extend_from_slice(&crate::client::WS_MASK);
     wire.resize(wire.len() + SENT, 0x5A);
+    let window = crate::alloc::Window::start();
     client
         .write_below_framing(&wire)
         .await
@@ -257,16 +250,199 @@ pub async fn message_over_the_limit_is_refused_before_it_is_buffered<T: WsTransp
     client
         .expect_goodbye_then_close_code(GoodbyeReason::FrameTooLarge, 1009)
         .await;
+    let (grown, largest) = (window.peak_growth(), window.largest_allocation());
     assert_eq!(
         node.events.lost(peer).await,
         CloseReason::ProtocolViolation(GoodbyeReason::FrameTooLarge)
     );
-    let grown = resident_bytes().saturating_sub(before);
     assert!(
-        grown < ANNOUNCED / 8,
+        (grown as u64) < ANNOUNCED / 8,
         "memory grew by {grown} bytes for a refused {ANNOUNCED}-byte message"
     );
+    assert!(
+        grown < limit,
+        "the heap grew by {grown} bytes, the limit is {limit}: the message was buffered"
+    );
+    assert!(
+        largest < limit,
+        "an allocation of {largest} bytes for a message refused at {limit}"
+    );
     stop(&node).await;
+}
+
+/// Expects `Goodbye(reason)` then close `code` after `close` started the
+/// close of `client`'s connection, and the lost callback with `lost`.
+async fn expect_close_code<T: WsTransport>(
+    node: &Node,
+    client: &mut WsClient<T::Io>,
+    peer: bus_core::Peer,
+    reason: GoodbyeReason,
+    code: u16,
+    lost: CloseReason,
+) {
+    client.expect_goodbye_then_close_code(reason, code).await;
+    client.close().await;
+    assert_eq!(node.events.lost(peer).await, lost);
+    assert_eq!(node.bus.stats().goodbyes_sent[reason.code() as usize], 1);
+}
+
+fn client_id(peer: bus_core::Peer) -> bus_core::ClientId {
+    match peer {
+        bus_core::Peer::Client(id) => id,
+        bus_core::Peer::Replica(r) => panic!("expected a client, got replica {r}"),
+    }
+}
+
+/// `close_client(.., Normal)` → `Goodbye(Normal)`, close 1000.
+pub async fn close_client_normal_gets_close_1000<T: WsTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = crate::scenarios::connect::<T>(&node).await;
+    node.bus
+        .close_client(client_id(peer), GoodbyeReason::Normal, "done")
+        .expect("connected");
+    let closed = CloseReason::Closed(GoodbyeReason::Normal);
+    expect_close_code::<T>(
+        &node,
+        &mut client,
+        peer,
+        GoodbyeReason::Normal,
+        1000,
+        closed,
+    )
+    .await;
+    stop(&node).await;
+}
+
+/// An idle timeout → `Goodbye(IdleTimeout)`, close 1000.
+pub async fn idle_timeout_gets_close_1000<T: WsTransport>() {
+    let mut config = test_config();
+    config.idle_timeout = Some(Duration::from_millis(300));
+    let node = start::<T>(config).await;
+    let (mut client, peer) = crate::scenarios::connect::<T>(&node).await;
+    let reason = GoodbyeReason::IdleTimeout;
+    expect_close_code::<T>(
+        &node,
+        &mut client,
+        peer,
+        reason,
+        1000,
+        CloseReason::Closed(reason),
+    )
+    .await;
+    stop(&node).await;
+}
+
+/// Eviction (`close_client(.., Evicted)`) → `Goodbye(Evicted)`, close 1008.
+pub async fn eviction_gets_close_1008<T: WsTransport>() {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = crate::scenarios::connect::<T>(&node).await;
+    node.bus
+        .close_client(client_id(peer), GoodbyeReason::Evicted, "test eviction")
+        .expect("connected");
+    let reason = GoodbyeReason::Evicted;
+    expect_close_code::<T>(
+        &node,
+        &mut client,
+        peer,
+        reason,
+        1008,
+        CloseReason::Closed(reason),
+    )
+    .await;
+    stop(&node).await;
+}
+
+/// A slow consumer under policy `disconnect` → the frames already queued,
+/// `Goodbye(SlowConsumer)`, close 1008.
+pub async fn slow_consumer_gets_close_1008<T: WsTransport>() {
+    let mut config = test_config();
+    config.queue_capacity_frames = 4;
+    config.slow_consumer = bus_core::SlowConsumerPolicy::Disconnect;
+    let node = start::<T>(config).await;
+    let (mut client, peer) = crate::scenarios::connect::<T>(&node).await;
+    let id = client_id(peer);
+    for request in 1..=4 {
+        node.bus
+            .send_to_client(id, app(RECORD, request, 0))
+            .expect("queued");
+    }
+    assert_eq!(
+        node.bus.send_to_client(id, app(RECORD, 5, 0)),
+        Err(bus_core::SendError::QueueFull)
+    );
+    for request in 1..=4 {
+        assert_eq!(client.recv_frame().await.header().request(), request);
+    }
+    let reason = GoodbyeReason::SlowConsumer;
+    expect_close_code::<T>(
+        &node,
+        &mut client,
+        peer,
+        reason,
+        1008,
+        CloseReason::Closed(reason),
+    )
+    .await;
+    stop(&node).await;
+}
+
+/// Writes `wire` below the WebSocket framing and expects RFC 6455's "fail
+/// the connection": the socket is dropped with neither a Goodbye nor a
+/// close frame, the lost callback says `Io(InvalidData)`, nothing reached
+/// the handler and no Goodbye was counted.
+async fn expect_dropped_for_broken_framing<T: WsTransport>(wire: &[u8]) {
+    let node = start::<T>(test_config()).await;
+    let (mut client, peer) = crate::scenarios::connect::<T>(&node).await;
+    client
+        .write_below_framing(wire)
+        .await
+        .expect("the bytes are written");
+    match client.recv().await {
+        Err(bus_core::Error::Io(_) | bus_core::Error::Closed) => {}
+        Ok(frame) => panic!("expected the socket to be dropped, got {frame:?}"),
+        Err(other) => panic!("expected the socket to be dropped, got {other}"),
+    }
+    assert!(
+        client.close_frame().is_none(),
+        "dropped without a close frame, got {:?}",
+        client.close_frame()
+    );
+    assert_eq!(
+        node.events.lost(peer).await,
+        CloseReason::Io(std::io::ErrorKind::InvalidData)
+    );
+    let stats = node.bus.stats();
+    assert_eq!(stats.frames_in, 0, "nothing delivered");
+    assert_eq!(stats.goodbyes_sent, [0; 10], "no Goodbye");
+    stop(&node).await;
+}
+
+/// An unmasked client frame (RFC 6455 §5.1) drops the socket.
+pub async fn unmasked_client_frame_drops_the_socket<T: WsTransport>() {
+    let frame = app(RECORD, 1, 10);
+    let wire = crate::client::ws_wire_frame(0x82, None, frame.as_bytes());
+    expect_dropped_for_broken_framing::<T>(&wire).await;
+}
+
+/// A frame with a reserved bit set (no extension was negotiated) drops the
+/// socket.
+pub async fn reserved_bits_drop_the_socket<T: WsTransport>() {
+    let frame = app(RECORD, 1, 10);
+    let wire =
+        crate::client::ws_wire_frame(0x82 | 0x40, Some(crate::client::WS_MASK), frame.as_bytes());
+    expect_dropped_for_broken_framing::<T>(&wire).await;
+}
+
+/// An unknown opcode (3, reserved for data frames) drops the socket.
+pub async fn unknown_opcode_drops_the_socket<T: WsTransport>() {
+    let wire = crate::client::ws_wire_frame(0x83, Some(crate::client::WS_MASK), b"what");
+    expect_dropped_for_broken_framing::<T>(&wire).await;
+}
+
+/// A control frame over 125 bytes (a 126-byte ping) drops the socket.
+pub async fn oversized_control_frame_drops_the_socket<T: WsTransport>() {
+    let wire = crate::client::ws_wire_frame(0x89, Some(crate::client::WS_MASK), &[7; 126]);
+    expect_dropped_for_broken_framing::<T>(&wire).await;
 }
 
 /// A WebSocket ping is answered with a pong carrying the same payload, and
@@ -417,6 +593,14 @@ macro_rules! websocket_suite {
             message_shorter_than_its_frame_gets_close_1002,
             message_shorter_than_a_header_gets_close_1002,
             message_over_the_limit_is_refused_before_it_is_buffered,
+            close_client_normal_gets_close_1000,
+            idle_timeout_gets_close_1000,
+            eviction_gets_close_1008,
+            slow_consumer_gets_close_1008,
+            unmasked_client_frame_drops_the_socket,
+            reserved_bits_drop_the_socket,
+            unknown_opcode_drops_the_socket,
+            oversized_control_frame_drops_the_socket,
             websocket_ping_gets_pong,
             shutdown_sends_goodbye_then_close_1001,
             requests_and_replies_flow_at_the_same_time,

@@ -941,3 +941,45 @@ async fn a_replica_frame_of_another_cluster_closes_the_link_with_protocol_violat
     );
     assert_eq!(node.status().frames_rejected, 1);
 }
+
+#[compio::test]
+async fn a_request_to_a_replica_gets_its_reply_through_the_owning_shard() {
+    let keys = Keyring::new("request");
+    let psk = keys.key("psk", 7);
+    let nodes = start_mesh(2, &psk, NodeSpec::new);
+    nodes[0].connected(1).await;
+    nodes[1].connected(0).await;
+    // Both ways over the one link: the dialer's request ids keep bit 63
+    // clear, the acceptor's set it, so neither takes the other's request
+    // for a late reply.
+    for (from, to) in [(0u8, 1u8), (1, 0)] {
+        let mut ask =
+            FrameMut::with_body(Command::from_u8(bus_tests::mesh::ECHO), b"are you there");
+        ask.header_mut().set_cluster(CLUSTER);
+        ask.header_mut().set_replica(from);
+        ask.seal();
+        let reply = nodes[usize::from(from)]
+            .shards()
+            .request_replica(to, ask, Duration::from_secs(5))
+            .expect("sent");
+        let reply = within("the replica's reply", reply.outcome())
+            .await
+            .expect("answered");
+        assert_eq!(reply.header().command_raw(), bus_tests::mesh::ECHO_REPLY);
+        assert_eq!(reply.body(), b"are you there");
+        assert_eq!(reply.header().replica(), to);
+        let bit63 = reply.header().request() >> 63;
+        assert_eq!(bit63, u64::from(from == 1), "request id of node {from}");
+    }
+    assert!(
+        matches!(
+            nodes[0].shards().request_replica(
+                7,
+                FrameMut::new(Command::from_u8(16), 0),
+                Duration::from_secs(1)
+            ),
+            Err(bus_core::RequestError::Send(SendError::NotConnected))
+        ),
+        "no link to replica 7"
+    );
+}

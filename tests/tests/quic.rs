@@ -6,6 +6,10 @@
 use std::{
     net::SocketAddr,
     pin::pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -15,7 +19,9 @@ use bus_core::{
 };
 use bus_quic::{
     QuicListenerConfig, QuicTuning, codes,
-    compio_quic::{ConnectionError, ReadError},
+    compio_quic::{
+        ConnectionError, OpenStreamError, ReadError, SendDatagramError, TransportErrorCode,
+    },
 };
 use bus_tests::{
     client::{QuicClient, RawClient},
@@ -26,13 +32,31 @@ use bus_tests::{
     transport::Quic,
     within,
 };
+use bus_tls::rustls::{
+    NamedGroup,
+    client::{
+        ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+        Tls13ClientSessionValue,
+    },
+    pki_types::ServerName,
+};
 use futures_util::future::{Either, select};
 
 bus_tests::transport_suite!(Quic);
 
 #[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Quic>().await;
+}
+
+#[compio::test]
 async fn frame_dribbled_one_byte_at_a_time_is_delivered_whole() {
     scenarios::frame_dribbled_one_byte_at_a_time_is_delivered_whole::<Quic>().await;
+}
+
+#[compio::test]
+async fn read_cancelled_while_pending_loses_nothing() {
+    scenarios::read_cancelled_while_pending_loses_nothing::<Quic>().await;
 }
 
 async fn echo(client: &mut QuicClient, request: u64, body_len: usize) {
@@ -70,12 +94,23 @@ async fn wrong_or_missing_alpn_is_refused() {
             .await
             .expect_err("refused in the handshake");
         assert!(err.to_string().contains(&node.addr.to_string()), "{err}");
+        // The server says why: TLS alert 120, no_application_protocol.
+        assert!(
+            err.to_string()
+                .contains("the cryptographic handshake failed: error 120"),
+            "{err}"
+        );
     }
     // Refused while quinn reads the ClientHello, inside `accept`: nothing
     // reached the bus, and the server is fine.
     let (mut client, _) = scenarios::connect::<Quic>(&node).await;
     echo(&mut client, 7, 10).await;
     assert_eq!(node.bus.stats().connections_total, 1);
+    assert_eq!(
+        node.bus.stats().handshake_failures,
+        0,
+        "the refused attempts never reached the bus"
+    );
     scenarios::stop(&node).await;
 }
 
@@ -206,6 +241,12 @@ async fn connections_beyond_the_cap_are_refused_quickly_and_the_server_stays_res
         "refused at once, not by a timeout: {:?}",
         started.elapsed()
     );
+    // One round trip on loopback, not the client's 10 s connect timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
     assert_eq!(admission.refused(), 1);
     echo(&mut first, 1, 10).await;
     // The slot comes back when the connection ends.
@@ -284,8 +325,13 @@ async fn endpoint_shutdown_is_bounded_when_a_handle_is_still_held() {
     let bound = Duration::from_millis(300);
     let started = Instant::now();
     let finished = bus_quic::shutdown_endpoint(endpoint, codes::SHUTTING_DOWN, bound).await;
+    let took = started.elapsed();
     assert!(!finished, "a held handle keeps the endpoint alive");
-    assert!(started.elapsed() < bound + Duration::from_secs(1));
+    assert!(took < bound + Duration::from_secs(1));
+    assert!(
+        took >= bound,
+        "gave up after {took:?}, before its {bound:?}"
+    );
     drop(held);
 }
 
@@ -470,17 +516,41 @@ async fn mutual_tls_identity_is_visible_to_the_handler() {
         Quic::client().connect_raw(node.addr),
     )
     .await;
-    if let Ok((connection, mut send, _recv)) = refused {
-        // TLS 1.3 lets the client finish first; the server's refusal follows.
-        let _ = send
-            .write_all_chunks(&mut [bus_quic::opening_ping().as_bytes().to_vec().into()])
-            .await;
-        let closed = within("refusal", connection.closed()).await;
-        assert!(
-            !matches!(closed, ConnectionError::LocallyClosed),
-            "{closed:?}"
-        );
+    // The refusal is TLS alert 116, certificate_required, as a QUIC crypto
+    // error (0x100 + 116).
+    match refused {
+        Err(err) => assert!(
+            err.to_string()
+                .contains("the cryptographic handshake failed: error 116"),
+            "{err}"
+        ),
+        Ok((connection, mut send, _recv)) => {
+            // TLS 1.3 lets the client finish first; the server's refusal
+            // follows.
+            let _ = send
+                .write_all_chunks(&mut [bus_quic::opening_ping().as_bytes().to_vec().into()])
+                .await;
+            let closed = within("refusal", connection.closed()).await;
+            assert!(
+                !matches!(closed, ConnectionError::LocallyClosed),
+                "{closed:?}"
+            );
+            assert!(
+                matches!(&closed, ConnectionError::ConnectionClosed(c)
+                    if c.error_code == TransportErrorCode::crypto(116)),
+                "certificate_required: {closed:?}"
+            );
+        }
     }
+    eventually("the refused handshake is counted", || {
+        node.bus.stats().handshake_failures == 1
+    })
+    .await;
+    assert_eq!(node.bus.stats().connections_total, 0, "nothing registered");
+    assert!(
+        node.events.drain_now().is_empty(),
+        "the handler saw nothing of it"
+    );
     let mut config = Quic::client_config();
     config.client_cert = Some((pki().client.cert.clone(), pki().client.key.clone()));
     let client = bus_quic::ClientQuic::new(&config).expect("client");
@@ -494,20 +564,81 @@ async fn mutual_tls_identity_is_visible_to_the_handler() {
     scenarios::stop(&node).await;
 }
 
+/// A client session store that remembers what the server's tickets allow.
+#[derive(Debug)]
+struct TicketLog {
+    inner: ClientSessionMemoryCache,
+    /// `max_early_data_size` of every TLS 1.3 ticket the server sent.
+    early_data_allowed: Mutex<Vec<u32>>,
+    /// Tickets handed out for resumption.
+    taken: AtomicUsize,
+}
+
+impl ClientSessionStore for TicketLog {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.early_data_allowed
+            .lock()
+            .expect("lock")
+            .push(value.max_early_data_size());
+        self.inner.insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        let ticket = self.inner.take_tls13_ticket(server_name);
+        if ticket.is_some() {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+        }
+        ticket
+    }
+}
+
 #[compio::test]
 async fn zero_rtt_is_never_accepted() {
     let node = scenarios::start::<Quic>(test_config()).await;
-    // A client that would use 0-RTT if the server's tickets allowed it.
+    // A client that would use 0-RTT if the server's tickets allowed it, and
+    // that records what the tickets allow.
+    let tickets = Arc::new(TicketLog {
+        inner: ClientSessionMemoryCache::new(16),
+        early_data_allowed: Mutex::new(Vec::new()),
+        taken: AtomicUsize::new(0),
+    });
     let mut rustls = rustls_client(&[bus_tls::ALPN_BUS]);
     rustls.enable_early_data = true;
+    rustls.resumption = Resumption::store(tickets.clone());
     let crypto = bus_quic::compio_quic::crypto::rustls::QuicClientConfig::try_from(rustls)
         .expect("QUIC-capable rustls config");
-    let config = bus_quic::compio_quic::ClientConfig::new(std::sync::Arc::new(crypto));
+    let config = bus_quic::compio_quic::ClientConfig::new(Arc::new(crypto));
     let endpoint = bus_quic::compio_quic::Endpoint::client("127.0.0.1:0")
         .await
         .expect("client endpoint");
-    // A full handshake first, so the client holds the server's ticket (it
-    // arrives before the Pong).
+    // A full handshake first, so the client holds the server's ticket.
     let connection = within(
         "first handshake",
         endpoint
@@ -522,10 +653,25 @@ async fn zero_rtt_is_never_accepted() {
     let mut first = QuicClient::new(connection, send, recv);
     first.send(&bus_quic::opening_ping()).await;
     assert_eq!(first.recv_frame().await.header().command(), Command::Pong);
-    // Resuming: the ticket does not allow early data, so there is no 0-RTT.
+    eventually("the server's session ticket", || {
+        !tickets.early_data_allowed.lock().expect("lock").is_empty()
+    })
+    .await;
+    let allowed = tickets.early_data_allowed.lock().expect("lock").clone();
+    assert!(
+        allowed.iter().all(|&bytes| bytes == 0),
+        "every ticket allows no early data: {allowed:?}"
+    );
+    // Resuming with that ticket: it does not allow early data, so there is
+    // no 0-RTT, and a 1-RTT handshake still works.
     let connecting = endpoint
         .connect(node.addr, SERVER_NAME, Some(config))
         .expect("connect");
+    assert_eq!(
+        tickets.taken.load(Ordering::SeqCst),
+        1,
+        "the client offered the ticket: this is a resumption attempt"
+    );
     let Err(connecting) = connecting.into_0rtt() else {
         panic!("the server's ticket allowed 0-RTT")
     };
@@ -538,5 +684,62 @@ async fn zero_rtt_is_never_accepted() {
     let mut second = QuicClient::new(resumed, send, recv);
     second.send(&bus_quic::opening_ping()).await;
     assert_eq!(second.recv_frame().await.header().command(), Command::Pong);
+    scenarios::stop(&node).await;
+}
+
+/// Spec §7: one bidirectional stream, no unidirectional streams, no
+/// datagrams. A client with quinn's default transport settings (datagrams
+/// on, unidirectional streams wanted) finds the server grants no
+/// unidirectional stream credit and advertises no datagram support, so it
+/// can open or send neither, and its bus stream keeps working.
+#[compio::test]
+async fn unidirectional_streams_and_datagrams_are_not_allowed() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    let crypto =
+        bus_quic::compio_quic::crypto::rustls::QuicClientConfig::try_from(rustls_client(&[
+            bus_tls::ALPN_BUS,
+        ]))
+        .expect("QUIC-capable rustls config");
+    let config = bus_quic::compio_quic::ClientConfig::new(Arc::new(crypto));
+    let endpoint = bus_quic::compio_quic::Endpoint::client("127.0.0.1:0")
+        .await
+        .expect("client endpoint");
+    let connection = within(
+        "handshake",
+        endpoint
+            .connect(node.addr, SERVER_NAME, Some(config))
+            .expect("connect"),
+    )
+    .await
+    .expect("handshake");
+    let (send, recv) = within("open", connection.open_bi_wait())
+        .await
+        .expect("stream");
+    let mut client = QuicClient::new(connection, send, recv);
+    client.send(&bus_quic::opening_ping()).await;
+    assert_eq!(client.recv_frame().await.header().command(), Command::Pong);
+    node.events.connected().await;
+
+    let uni = client.connection().open_uni();
+    assert!(
+        matches!(uni, Err(OpenStreamError::StreamsExhausted)),
+        "no unidirectional stream credit: {:?}",
+        uni.map(|_| "a stream")
+    );
+    assert_eq!(
+        client.connection().max_datagram_size(),
+        None,
+        "the server advertises no datagram support"
+    );
+    let sent = client
+        .connection()
+        .send_datagram(bytes::Bytes::from_static(b"datagram"));
+    assert!(
+        matches!(sent, Err(SendDatagramError::UnsupportedByPeer)),
+        "{sent:?}"
+    );
+    echo(&mut client, 1, 10).await;
+    let (_, only) = node.events.frame().await;
+    assert_eq!(only.header().request(), 1, "only the bus stream's frame");
     scenarios::stop(&node).await;
 }

@@ -3,17 +3,23 @@
 //! QUIC served on one shard, plus what only the shard layer's own API has
 //! (`serve_on`, CPU pinning, start-up failures).
 
-use std::sync::{Mutex, mpsc};
+use std::{
+    collections::BTreeSet,
+    sync::{Mutex, mpsc},
+    time::{Duration, Instant},
+};
 
 use bus_core::{Bus, Frame, Peer, transport::Listener};
 use bus_shard::{ShardContext, ShardError, Shards, ShardsConfig};
 use bus_tcp::TcpListenerConfig;
 use bus_tests::{
+    scenarios::{SHUTDOWN_SETTLE, WAKE_SLACK},
     shard::{
         Client, DELIVERY, GRACE, Harness, RELAY, RELAY_ACK, connect_many, loopback, per_shard,
         shutdown,
     },
     transport::{Quic, Tcp, Tls},
+    within,
 };
 
 bus_tests::shard_suite!(Tcp);
@@ -120,26 +126,44 @@ async fn a_quic_listener_served_on_one_shard_keeps_its_clients_there_and_is_reac
     shutdown(shards, GRACE).await;
 }
 
-/// The CPU list this process may use, as the kernel prints it.
-fn allowed_cpus() -> Option<String> {
+/// The CPUs the calling thread may use, from the kernel's
+/// `Cpus_allowed_list` (`0-3,6`).
+fn allowed_cpus() -> Option<BTreeSet<usize>> {
     let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
-    status
+    let list = status
         .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|v| v.trim().to_owned())
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    let mut cpus = BTreeSet::new();
+    for range in list.split(',') {
+        let (low, high) = range.split_once('-').unwrap_or((range, range));
+        cpus.extend(low.parse::<usize>().ok()?..=high.parse::<usize>().ok()?);
+    }
+    Some(cpus)
 }
 
-#[compio::test]
-async fn pinned_shards_run_on_their_own_cpu() {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let whole_machine = if cores == 1 {
-        "0".to_owned()
+/// What `pin_cpus` gives shard `shard` when the starting thread may use
+/// `allowed` and sees `cores` of them (operations.md, `[shards]`): CPU
+/// `shard mod cores` if it is one the thread may use, else no pinning, so
+/// the shard keeps the starting thread's CPUs.
+fn expected_affinity(shard: u16, cores: usize, allowed: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let cpu = usize::from(shard) % cores;
+    if allowed.contains(&cpu) {
+        BTreeSet::from([cpu])
     } else {
-        format!("0-{}", cores - 1)
-    };
+        allowed.clone()
+    }
+}
+
+/// Starts `count` pinned shards from the calling thread and returns each
+/// shard's CPU set as its factory saw it, in shard order, and what the
+/// starting thread was allowed.
+fn start_pinned(count: u16) -> (Vec<BTreeSet<usize>>, BTreeSet<usize>, usize) {
+    let allowed = allowed_cpus().expect("/proc/thread-self/status");
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    let mut config = ShardsConfig::new(2);
+    let mut config = ShardsConfig::new(count);
     config.pin_cpus = true;
     let shards = builder(config)
         .start(move |ctx: &ShardContext| {
@@ -154,18 +178,134 @@ async fn pinned_shards_run_on_their_own_cpu() {
     seen.sort();
     assert_eq!(
         seen.len(),
-        2,
+        usize::from(count),
         "the factory ran once per shard before start returned"
     );
-    // Pinning assumes the process may use CPUs 0..cores; elsewhere (taskset,
-    // cpusets) compio leaves the thread unpinned, which is all we can check.
-    if allowed_cpus().as_deref() == Some(whole_machine.as_str()) {
-        for (shard, allowed) in seen {
-            let expected = (usize::from(shard) % cores).to_string();
-            assert_eq!(allowed.as_deref(), Some(expected.as_str()), "shard {shard}");
-        }
+    let report = shards.shutdown(GRACE);
+    assert_eq!(report.threads_left, 0, "{report:?}");
+    let sets = seen
+        .into_iter()
+        .map(|(_, cpus)| cpus.expect("the shard's CPU list"))
+        .collect();
+    (sets, allowed, cores)
+}
+
+#[test]
+fn pinned_shards_run_on_their_own_cpu() {
+    let (seen, allowed, cores) = start_pinned(2);
+    // Checked in every environment: pinned where the CPU is allowed, left
+    // unpinned (on the starting thread's CPUs) where it is not.
+    for (shard, cpus) in (0u16..).zip(&seen) {
+        assert_eq!(
+            cpus,
+            &expected_affinity(shard, cores, &allowed),
+            "shard {shard} (allowed {allowed:?}, {cores} cores)"
+        );
     }
-    shutdown(shards, GRACE).await;
+    if allowed.len() == cores && allowed.iter().copied().eq(0..cores) {
+        for (shard, cpus) in (0u16..).zip(&seen) {
+            assert_eq!(cpus.len(), 1, "shard {shard} is pinned to one CPU");
+        }
+    } else {
+        println!(
+            "note: this process may use CPUs {allowed:?}, not 0..{cores}: shards whose CPU \
+             is not allowed stay unpinned (checked above)"
+        );
+    }
+}
+
+/// A thread that may use only the machine's last CPU starts pinned shards:
+/// `available_parallelism` sees one core, every shard asks for CPU 0, which
+/// is not allowed, so every shard stays unpinned, on the starting thread's
+/// CPU (the branch `pinned_shards_run_on_their_own_cpu` cannot reach on an
+/// unrestricted machine).
+#[test]
+fn pinned_shards_stay_unpinned_when_their_cpu_is_not_allowed() {
+    let allowed = allowed_cpus().expect("/proc/thread-self/status");
+    let Some(&last) = allowed.iter().next_back().filter(|&&cpu| cpu != 0) else {
+        println!("SKIP: this process may use only CPU 0, so no CPU other than 0 can be chosen");
+        return;
+    };
+    let seen = std::thread::spawn(move || {
+        restrict_this_thread_to(last);
+        assert_eq!(allowed_cpus(), Some(BTreeSet::from([last])));
+        start_pinned(2).0
+    })
+    .join()
+    .expect("the restricted thread");
+    for (shard, cpus) in seen.iter().enumerate() {
+        assert_eq!(
+            cpus,
+            &BTreeSet::from([last]),
+            "shard {shard} stays on the starting thread's CPU"
+        );
+    }
+}
+
+/// Restricts the calling thread (only) to `cpu`.
+fn restrict_this_thread_to(cpu: usize) {
+    // SAFETY: `cpu_set_t` is a plain bitset that may be zeroed; `CPU_SET`
+    // only sets a bit of it (`cpu` is below `CPU_SETSIZE`: the kernel
+    // reported it); `sched_setaffinity` reads `size_of::<cpu_set_t>()`
+    // bytes of it for the calling thread (pid 0).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A client that never closes cannot stretch `Shards::shutdown` past its
+/// bound: each shard's bus waits out the grace (the client keeps its side
+/// open for longer, `close_peer_timeout` 2 s), cancels it within 500 ms,
+/// and the whole call returns within `grace + bus_shard::config::SHUTDOWN_MARGIN`, every
+/// thread joined.
+#[compio::test]
+async fn shutdown_is_bounded_by_clients_that_never_close() {
+    let grace = Duration::from_millis(300);
+    let harness = Harness::new();
+    let shards = harness.start(builder(ShardsConfig::new(2)).listen_tcp(loopback()));
+    let clients = connect_many::<Tcp>(shards.local_addrs()[0], 2).await;
+    assert_eq!(per_shard(&clients, 2), [1, 1]);
+    let started = Instant::now();
+    let report = within(
+        "shutdown",
+        compio::runtime::spawn_blocking(move || shards.shutdown(grace)),
+    )
+    .await
+    .expect("no panic");
+    let took = started.elapsed();
+    assert_eq!(report.threads_joined, 2, "{report:?}");
+    assert_eq!(report.threads_left, 0, "{report:?}");
+    assert_eq!(report.tasks_left(), 0, "{report:?}");
+    for exit in &report.shards {
+        assert_eq!(
+            exit.bus.cancelled, 1,
+            "shard {}: {:?}",
+            exit.shard, exit.bus
+        );
+        assert!(
+            exit.bus.elapsed >= grace && exit.bus.elapsed <= grace + SHUTDOWN_SETTLE,
+            "shard {} shut down in {:?}, grace {grace:?} + 500 ms promised",
+            exit.shard,
+            exit.bus.elapsed
+        );
+    }
+    assert!(
+        report.elapsed >= grace && report.elapsed <= grace + bus_shard::config::SHUTDOWN_MARGIN,
+        "{report:?}"
+    );
+    assert!(
+        took <= grace + bus_shard::config::SHUTDOWN_MARGIN + WAKE_SLACK,
+        "the caller waited {took:?}"
+    );
+    drop(clients);
 }
 
 #[compio::test]

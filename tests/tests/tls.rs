@@ -11,6 +11,16 @@ use bus_tests::transport::Tls;
 bus_tests::transport_suite!(Tls);
 
 #[compio::test]
+async fn silent_client_gets_idle_timeout_at_the_first_frame_grace() {
+    bus_tests::scenarios::silent_client_gets_idle_timeout_at_the_first_frame_grace::<Tls>().await;
+}
+
+#[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Tls>().await;
+}
+
+#[compio::test]
 async fn silent_peer_is_dropped_after_handshake_grace() {
     bus_tests::scenarios::silent_peer_is_dropped_after_handshake_grace::<Tls>().await;
 }
@@ -306,6 +316,16 @@ async fn a_peer_that_stops_reading_cannot_stretch_close_past_close_grace() {
     assert!(
         took < Duration::from_millis(400 + 200) + Duration::from_secs(1),
         "close took {took:?}"
+    );
+    // The queued frames can never be written, so the close runs into
+    // close_grace (400 ms), and the connection is dropped right then.
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed after {took:?}, before close_grace ran out"
+    );
+    assert!(
+        took <= Duration::from_millis(400) + bus_tests::scenarios::IDLE_SLACK,
+        "closed {took:?} after it started, close_grace 400 ms"
     );
     assert_eq!(
         reason,

@@ -2,12 +2,32 @@
 
 use bus_tests::{scenarios, transport::Wss};
 
+/// Counts allocations per thread, for the memory bound of
+/// `message_over_the_limit_is_refused_before_it_is_buffered`.
+#[global_allocator]
+static ALLOC: bus_tests::alloc::Counting = bus_tests::alloc::Counting;
+
 bus_tests::transport_suite!(Wss);
+
+#[compio::test]
+async fn silent_client_gets_idle_timeout_at_the_first_frame_grace() {
+    bus_tests::scenarios::silent_client_gets_idle_timeout_at_the_first_frame_grace::<Wss>().await;
+}
+
+#[compio::test]
+async fn a_client_that_pings_first_stays_past_the_grace() {
+    bus_tests::scenarios::a_client_that_pings_first_stays_past_the_grace::<Wss>().await;
+}
 bus_tests::websocket_suite!(Wss);
 
 #[compio::test]
 async fn silent_peer_is_dropped_after_handshake_grace() {
     scenarios::silent_peer_is_dropped_after_handshake_grace::<Wss>().await;
+}
+
+#[compio::test]
+async fn read_cancelled_while_pending_loses_nothing() {
+    scenarios::read_cancelled_while_pending_loses_nothing::<Wss>().await;
 }
 
 /// ALPN per spec §7: the server offers `http/1.1`; a client offering no
@@ -33,6 +53,18 @@ async fn alpn_is_http_1_1_and_a_client_offering_only_h2_fails() {
         refused.is_err(),
         "an h2-only client must fail the handshake"
     );
+    let err = refused.expect_err("refused");
+    assert!(matches!(err, bus_tls::TlsError::Handshake { .. }), "{err}");
+    // The server says why: its no_application_protocol alert reaches the
+    // client.
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
+    // Three handshakes failed: the two sessions dropped before upgrading,
+    // and the refused one. None was registered.
+    bus_tests::eventually("the failed handshakes are counted", || {
+        node.bus.stats().handshake_failures == 3
+    })
+    .await;
+    assert_eq!(node.bus.stats().connections_total, 0);
     scenarios::stop(&node).await;
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, deny, docs, features, lint, test};
+use crate::{Error, Result, deny, docs, examples, features, lint, miri, test};
 
 /// One check of the CI run; also runnable alone as `cargo xtask <task>`.
 #[derive(Debug)]
@@ -20,11 +20,14 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 9] = [
     Step::new("fmt", "fmt", lint::fmt),
     Step::new("clippy", "lint", lint::clippy),
+    Step::new("examples", "examples", examples::build),
     Step::new("test", "test", test::run),
+    Step::new("miri", "miri", miri::run),
     Step::new("docs", "docs", docs::run),
+    Step::new("docsrs", "docs --docsrs", docs::docsrs),
     Step::new("features", "features", features::run),
     Step::new("deny", "deny", deny::run),
 ];
@@ -145,6 +148,7 @@ mod tests {
         for step in &STEPS {
             assert_eq!(Step::find(step.task).unwrap().name, step.name);
         }
+        assert_eq!(Step::find("docsrs").unwrap().task, "docs --docsrs");
         assert!(Step::find("bench").is_none());
     }
 }

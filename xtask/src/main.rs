@@ -13,8 +13,10 @@ mod ci;
 mod cmd;
 mod deny;
 mod docs;
+mod examples;
 mod features;
 mod lint;
+mod miri;
 mod test;
 mod workspace;
 
@@ -28,12 +30,19 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   ci          Run every check CI runs, in order, stopping at the first failure:
-              fmt, clippy, test, docs, features, deny
+              fmt, clippy, examples, test, miri, docs, docsrs, features, deny
   fmt         cargo fmt --all -- --check
   lint        cargo clippy --workspace --all-targets --all-features -- -D warnings
-  test        cargo nextest run (default profile; cargo test if nextest is missing),
-              then the doctests
+  examples    cargo build --workspace --examples --all-features (the test step runs some)
+  test        the doctests, then cargo nextest run (ci profile; cargo test if nextest
+              is missing), then bus-client's scheme test with its `tcp` feature alone
+  miri        bus-core's unsafe code under a checker on nightly: cargo miri test when
+              Miri is installed, else AddressSanitizer (target/asan); skipped with a
+              note without a nightly toolchain
   docs        cargo doc --workspace --all-features --no-deps, with RUSTDOCFLAGS=-D warnings
+  docs --docsrs
+              the same on nightly, as docs.rs builds it (RUSTDOCFLAGS=--cfg docsrs -D warnings:
+              feature badges via doc(cfg)); skipped with a note when nightly is missing
   features    cargo check -p bus for each feature of crates/bus alone, and for none
   deny        cargo deny: licenses, bans, sources per member crate; advisories once
               (skipped with a note when the advisory database cannot be fetched)
@@ -57,6 +66,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("bench") => bench::run(&rest),
+        Some("docs") if rest == ["--docsrs"] => ci::Step::find("docsrs").map_or_else(
+            || Err(Error::new("no `docsrs` step in ci.rs")),
+            ci::Step::run_alone,
+        ),
         Some(name) if !rest.is_empty() => Err(Error::new(format!(
             "`cargo xtask {name}` takes no arguments, got `{}`",
             rest.join(" ")

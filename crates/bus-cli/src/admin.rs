@@ -7,6 +7,8 @@
 //! | `/metrics` | Prometheus text format 0.0.4: connections by transport and shard, frames and bytes in/out, queue-full and drops, Goodbyes by reason, handshake failures, panics |
 //! | `/connz`   | JSON: every connection with its metadata and counters |
 //! | `/replicaz` | JSON: the replica mesh, every peer's state (see [`crate::replicaz`]); 404 when the node is in no mesh |
+//! | `/stats`   | compact JSON: counters per shard and in total, connections per transport, the replica mesh when there is one ([`dashboard`]) |
+//! | `/dashboard` | the live dashboard: a page polling `/stats` (`dashboard.html`) |
 //! | `/`, `/demo` | the demo page: a chat over the node's WebSocket listener (`demo.html`) |
 //! | `/demo/config.json` | JSON: where the demo page finds the WebSocket listener |
 //!
@@ -24,7 +26,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     rc::Rc,
     sync::Arc,
-    time::{Duration, UNIX_EPOCH},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use bus_core::{BusStats, ConnectionSnapshot, GOODBYE_REASONS, GoodbyeReason, Peer, TransportKind};
@@ -39,6 +41,7 @@ use serde::Serialize;
 
 use crate::{
     Error,
+    dashboard::{self, ReplicaView},
     replicaz::{self, ReplicasView},
     transports,
 };
@@ -122,8 +125,13 @@ pub trait StatsSource: Send + Sync + 'static {
     fn is_shutting_down(&self) -> bool;
     /// The replica mesh now, when the node is in one (`/replicaz`, and the
     /// `bus_replica_*` series of `/metrics`).
-    fn replicas(&self) -> Result<Option<ReplicasView>, String> {
+    fn replicaz(&self) -> Result<Option<ReplicasView>, String> {
         Ok(None)
+    }
+    /// The replica mesh as this node sees it, for `/stats` and the
+    /// dashboard; `None` (the default) when the node has no replica plane.
+    fn replicas(&self) -> Option<Vec<ReplicaView>> {
+        None
     }
 }
 
@@ -141,6 +149,8 @@ struct Context {
     source: Arc<dyn StatsSource>,
     info: NodeInfo,
     demo: Option<DemoTarget>,
+    /// When the endpoint started: `/stats`' `uptime_ms`.
+    started: Instant,
 }
 
 /// A running admin endpoint; dropping it stops accepting.
@@ -171,7 +181,12 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let context = Arc::new(Context { source, info, demo });
+        let context = Arc::new(Context {
+            source,
+            info,
+            demo,
+            started: Instant::now(),
+        });
         let accept = compio::runtime::spawn(accept_loop(listener, context));
         Ok(Self {
             addr,
@@ -335,14 +350,18 @@ fn respond(head: &str, context: &Context) -> Response {
             Response::text(503, "Service Unavailable", "shutting down\n")
         }
         "/healthz" => Response::text(200, "OK", "ok\n"),
-        "/metrics" | "/connz" => match source.shards() {
+        "/metrics" | "/connz" | "/stats" => match source.shards() {
             Ok(shards) if path == "/metrics" => {
                 let mut text = render_metrics(&shards, &context.info);
-                if let Ok(Some(view)) = source.replicas() {
+                if let Ok(Some(view)) = source.replicaz() {
                     replicaz::render_metrics(&mut text, &view);
                 }
                 Response::with_body("text/plain; version=0.0.4; charset=utf-8", text)
             }
+            Ok(shards) if path == "/stats" => Response::with_body(
+                "application/json",
+                dashboard::render_stats(&shards, &context.info, context.started.elapsed(), source),
+            ),
             Ok(shards) => Response::with_body("application/json", render_connz(&shards)),
             Err(err) => Response::text(
                 503,
@@ -350,7 +369,7 @@ fn respond(head: &str, context: &Context) -> Response {
                 &format!("cannot read the shards: {err}\n"),
             ),
         },
-        "/replicaz" => match source.replicas() {
+        "/replicaz" => match source.replicaz() {
             Ok(Some(view)) => {
                 Response::with_body("application/json", replicaz::render_replicaz(&view))
             }
@@ -366,6 +385,7 @@ fn respond(head: &str, context: &Context) -> Response {
             ),
         },
         "/" | "/demo" => Response::with_body("text/html; charset=utf-8", DEMO_PAGE),
+        "/dashboard" => Response::with_body("text/html; charset=utf-8", dashboard::PAGE),
         "/demo/config.json" => Response::with_body(
             "application/json",
             render_demo_config(context.demo.as_ref()),
@@ -373,7 +393,7 @@ fn respond(head: &str, context: &Context) -> Response {
         _ => Response::text(
             404,
             "Not Found",
-            "try / (demo page), /healthz, /metrics, /connz or /replicaz\n",
+            "try / (demo page), /dashboard, /healthz, /metrics, /connz, /stats or /replicaz\n",
         ),
     };
     response.head_only = head_only;
@@ -737,6 +757,7 @@ mod tests {
             )])),
             info: info(),
             demo,
+            started: Instant::now(),
         }
     }
 
@@ -780,6 +801,14 @@ mod tests {
         assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
         assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
         assert_eq!(get("GET /connz HTTP/1.0").status, 200);
+        let stats = get("GET /stats HTTP/1.1");
+        assert_eq!(
+            (stats.status, stats.content_type),
+            (200, "application/json")
+        );
+        let dashboard = get("GET /dashboard HTTP/1.1");
+        assert_eq!(dashboard.content_type, "text/html; charset=utf-8");
+        assert_eq!(dashboard.body, dashboard::PAGE);
         assert_eq!(get("GET /nope HTTP/1.1").status, 404);
         assert_eq!(get("POST /metrics HTTP/1.1").status, 405);
         assert_eq!(get("GET /metrics SPDY/3").status, 505);

@@ -10,8 +10,9 @@
 //!   transport, the admin endpoint.
 //! - [`transports`]: which transports this build has and how each is bound;
 //!   the one place a new transport is wired in.
-//! - [`admin`]: `/healthz`, `/metrics`, `/connz` over a bounded HTTP/1.1;
-//!   [`replicaz`]: its `/replicaz` and replica metrics.
+//! - [`admin`]: `/healthz`, `/metrics`, `/connz`, `/stats` over a bounded HTTP/1.1;
+//!   [`dashboard`]: the live dashboard page at `/dashboard` and its `/stats` JSON;
+//!   [`replicaz`]: `/replicaz` and the replica metrics.
 //! - [`serve`], [`ping`], [`bench`](mod@bench): the subcommands; [`cli`]: their flags.
 //!
 //! ```text
@@ -21,10 +22,14 @@
 //! bus bench --duration 5 --connections 8 --depth 64
 //! ```
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod dashboard;
 mod error;
 pub mod node;
 pub mod ping;

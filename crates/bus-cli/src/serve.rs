@@ -84,7 +84,19 @@ async fn serve(
         report.threads_joined,
         report.threads_joined + report.threads_left
     );
-    Ok(ExitCode::SUCCESS)
+    // The application's flush (each shard's shutdown record): a failure is
+    // the exit status too, so a supervisor sees that state was not saved.
+    let failed: Vec<String> = report
+        .shards
+        .iter()
+        .filter(|s| !s.bus.flush.is_done())
+        .map(|s| format!("shard {}: {:?}", s.shard, s.bus.flush))
+        .collect();
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("shutdown flush failed: {}", failed.join("; "));
+    Ok(ExitCode::FAILURE)
 }
 
 /// SIGHUP: re-read the certificate files and the replica key files; new

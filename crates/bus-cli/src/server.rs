@@ -21,6 +21,7 @@ use bus_shard::{Monitor, ShardError, Shards, ShardsShutdownReport};
 use crate::{
     Error,
     admin::{AdminServer, DemoTarget, NodeInfo, ShardView, StatsSource},
+    dashboard::ReplicaView,
     node,
     replicaz::ReplicasView,
     transports,
@@ -90,6 +91,7 @@ impl Node {
         for &kind in &kinds {
             builder = transports::declare(builder, config, kind, &certs)?;
         }
+        let records = data_dir.to_path_buf();
         #[cfg(feature = "mesh")]
         let (started, mesh) = {
             let mesh = mesh::build(config, &certs)?;
@@ -97,16 +99,26 @@ impl Node {
                 Some((mesh, plane)) => {
                     let listener = mesh::listener_config(config);
                     let builder = mesh.declare_with(builder, listener);
-                    let factory = node::mesh_handler(plane.clone());
+                    let factory = node::mesh_handler(plane.clone(), Some(records));
                     let mesh = mesh.clone();
                     compio::runtime::spawn_blocking(move || mesh.start(builder, factory)).await
                 }
-                None => compio::runtime::spawn_blocking(move || builder.start(node::handler)).await,
+                None => {
+                    compio::runtime::spawn_blocking(move || {
+                        builder.start(move |ctx: &bus_shard::ShardContext| {
+                            node::handler(ctx, Some(&records))
+                        })
+                    })
+                    .await
+                }
             };
             (started, mesh.map(|(mesh, _)| mesh))
         };
         #[cfg(not(feature = "mesh"))]
-        let started = compio::runtime::spawn_blocking(move || builder.start(node::handler)).await;
+        let started = compio::runtime::spawn_blocking(move || {
+            builder.start(move |ctx: &bus_shard::ShardContext| node::handler(ctx, Some(&records)))
+        })
+        .await;
         let started =
             started.map_err(|_| Error::Usage("the shard start-up thread panicked".into()))?;
         let shards = started.map_err(|error| start_error(error, config, &kinds))?;
@@ -140,6 +152,7 @@ impl Node {
                 stopping: node.stopping.clone(),
                 #[cfg(feature = "mesh")]
                 mesh: node.mesh.clone(),
+                replica_addr: node.replica_addr,
             });
             // The demo page speaks plain WS: a browser would refuse the
             // self-signed development certificate of WSS.
@@ -212,7 +225,7 @@ impl Node {
     /// The replica mesh now, as `/replicaz` shows it (blocks on the shards'
     /// connection listings, at most `bus_shard`'s `STATS_TIMEOUT`). `None`
     /// when the node is in no mesh.
-    pub fn replicas(&self) -> Result<Option<ReplicasView>, Error> {
+    pub fn replicaz(&self) -> Result<Option<ReplicasView>, Error> {
         #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
             return mesh::view(mesh, &self.monitor)
@@ -265,6 +278,8 @@ struct NodeStats {
     stopping: Arc<AtomicBool>,
     #[cfg(feature = "mesh")]
     mesh: Option<bus_mesh::Mesh>,
+    /// Where the replica plane listens, when the node is in a mesh.
+    replica_addr: Option<SocketAddr>,
 }
 
 impl StatsSource for NodeStats {
@@ -282,7 +297,7 @@ impl StatsSource for NodeStats {
         self.stopping.load(Relaxed)
     }
 
-    fn replicas(&self) -> Result<Option<ReplicasView>, String> {
+    fn replicaz(&self) -> Result<Option<ReplicasView>, String> {
         #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
             return mesh::view(mesh, &self.monitor)
@@ -290,6 +305,14 @@ impl StatsSource for NodeStats {
                 .map_err(|e| e.to_string());
         }
         Ok(None)
+    }
+
+    fn replicas(&self) -> Option<Vec<ReplicaView>> {
+        #[cfg(feature = "mesh")]
+        if let Some(mesh) = &self.mesh {
+            return Some(mesh::dashboard(mesh, self.replica_addr));
+        }
+        None
     }
 }
 
@@ -301,12 +324,15 @@ mod mesh {
 
     use bus_config::Config;
     use bus_core::Peer;
-    use bus_mesh::{Mesh, MeshConfig};
+    use std::net::SocketAddr;
+
+    use bus_mesh::{LinkDirection, Mesh, MeshConfig, PeerState};
     use bus_shard::{Monitor, ShardError};
     use bus_tcp::TcpListenerConfig;
 
     use crate::{
         Error,
+        dashboard::{LinkState, ReplicaLink, ReplicaView},
         node::ReplicaPlane,
         replicaz::{PeerView, ReplicasView},
         transports,
@@ -343,6 +369,32 @@ mod mesh {
         let mut listener = config.tcp_listener_config();
         listener.listen = config.replicas.listen;
         listener
+    }
+
+    /// The dashboard's mesh (`/stats`): this node with the links it holds,
+    /// and every peer as a node of its own.
+    pub(super) fn dashboard(mesh: &Mesh, listen: Option<SocketAddr>) -> Vec<ReplicaView> {
+        let status = mesh.status();
+        let mut me = ReplicaView::new(status.self_id, true, listen.map(|a| a.to_string()));
+        me.links = status
+            .peers
+            .iter()
+            .map(|p| {
+                let state = match (p.state, p.direction) {
+                    (PeerState::Connected, _) => LinkState::Connected,
+                    (PeerState::Connecting | PeerState::Backoff, LinkDirection::Dial) => {
+                        LinkState::Connecting
+                    }
+                    _ => LinkState::Down,
+                };
+                ReplicaLink::new(p.id, state)
+            })
+            .collect();
+        let peers = status
+            .peers
+            .iter()
+            .map(|p| ReplicaView::new(p.id, false, Some(p.addr.to_string())));
+        std::iter::once(me).chain(peers).collect()
     }
 
     /// `/replicaz`: the mesh's status with each live link's counters.

@@ -209,6 +209,7 @@ impl Certificates {
 
     /// The server TLS state, for a TLS-based listener.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn server_tls(&self) -> Result<bus_tls::ServerTls, Error> {
         self.server
             .clone()
@@ -217,6 +218,7 @@ impl Certificates {
 
     /// The WSS TLS state (ALPN `http/1.1`).
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     pub fn wss_tls(&self) -> Result<bus_tls::ServerTls, Error> {
         self.wss
             .clone()

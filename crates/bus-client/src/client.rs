@@ -19,7 +19,7 @@ use bus_core::{
 };
 use compio::runtime::time;
 
-use crate::{ClientError, ClientOptions, Endpoint, event::Event};
+use crate::{ClientError, ClientOptions, Endpoint, ServerRequest, event::Event};
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +53,8 @@ pub struct ClientStats {
     pub late_replies: u64,
     /// Unsolicited frames dropped because their queue was full.
     pub unsolicited_dropped: u64,
+    /// Requests from the node dropped because their queue was full.
+    pub server_requests_dropped: u64,
     /// Connections established (1 + successful reconnects).
     pub connections: u64,
     /// Dial or handshake attempts that failed.
@@ -69,6 +71,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: Cell<u64>,
     pub(crate) late_replies: Cell<u64>,
     pub(crate) unsolicited_dropped: Cell<u64>,
+    pub(crate) server_requests_dropped: Cell<u64>,
     pub(crate) connections: Cell<u64>,
     pub(crate) failed_attempts: Cell<u64>,
 }
@@ -94,6 +97,7 @@ pub(crate) struct Inner {
     pub(crate) state_changed: Event,
     unsolicited: RefCell<VecDeque<Frame>>,
     unsolicited_ready: Event,
+    server_requests: RefCell<VecDeque<ServerRequest>>,
     close_requested: Cell<bool>,
     pub(crate) counters: Counters,
 }
@@ -110,6 +114,7 @@ impl Inner {
             state_changed: Event::default(),
             unsolicited: RefCell::default(),
             unsolicited_ready: Event::default(),
+            server_requests: RefCell::default(),
             close_requested: Cell::new(false),
             counters: Counters::default(),
         }
@@ -262,6 +267,23 @@ impl Inner {
         ClientError::Disconnected { goodbye, cause }
     }
 
+    /// A request from the node arrived on `link`.
+    pub(crate) fn push_server_request(&self, frame: Frame, link: &Rc<Link>) {
+        let mut queue = self.server_requests.borrow_mut();
+        if queue.len() >= self.options.server_request_queue {
+            bump(&self.counters.server_requests_dropped, 1);
+            return;
+        }
+        queue.push_back(ServerRequest::new(
+            frame,
+            link,
+            self.options.seal,
+            self.options.send_queue_frames,
+        ));
+        drop(queue);
+        self.unsolicited_ready.notify_all();
+    }
+
     pub(crate) fn push_unsolicited(&self, frame: Frame) {
         let mut queue = self.unsolicited.borrow_mut();
         if queue.len() >= self.options.unsolicited_queue_frames {
@@ -314,6 +336,7 @@ impl Inner {
             outstanding: link.as_ref().map_or(0, |l| l.outstanding_requests()),
             late_replies: c.late_replies.get() + link.as_ref().map_or(0, |l| l.late_replies()),
             unsolicited_dropped: c.unsolicited_dropped.get(),
+            server_requests_dropped: c.server_requests_dropped.get(),
             connections: c.connections.get(),
             failed_attempts: c.failed_attempts.get(),
         }
@@ -492,6 +515,31 @@ impl Client {
             }
             changed.await;
         }
+    }
+
+    /// The next request from the node (spec §9), to answer with
+    /// [`ServerRequest::answer`]. `None` once the client is closed and every
+    /// queued request was taken.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a request is removed from the queue only when returned.
+    pub async fn recv_request(&self) -> Option<ServerRequest> {
+        let inner = &self.handle.inner;
+        loop {
+            let changed = inner.unsolicited_ready.changed();
+            if let Some(request) = inner.server_requests.borrow_mut().pop_front() {
+                return Some(request);
+            }
+            if inner.state() == ConnectionState::Closed {
+                return None;
+            }
+            changed.await;
+        }
+    }
+
+    /// The next request from the node if one is queued.
+    pub fn try_recv_request(&self) -> Option<ServerRequest> {
+        self.handle.inner.server_requests.borrow_mut().pop_front()
     }
 
     /// The next unsolicited frame if one is queued.

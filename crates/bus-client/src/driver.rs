@@ -22,7 +22,8 @@ use std::{
 };
 
 use bus_core::{
-    CloseReason, Command, DecodeLimits, Frame, FrameMut, Link, ReadSettings, TransportKind,
+    CloseReason, Command, DecodeLimits, Frame, FrameMut, Link, ReadSettings, SERVER_REQUEST_BIT,
+    TransportKind,
     link::{self, Delivery, Panicked},
     transport::Connection,
 };
@@ -440,7 +441,8 @@ async fn run_session<C: Connection>(
         let _ = link.send(opening_ping());
     }
     inner.set_connected(link.clone());
-    link::run(&link, &mut reader, &mut writer, &ToInner(inner)).await;
+    let delivery = ToInner { inner, link: &link };
+    link::run(&link, &mut reader, &mut writer, &delivery).await;
     let reason = link.close_reason().unwrap_or(CloseReason::PeerClosed);
     let error = inner.disconnected(&reason);
     inner.connection_lost(&error);
@@ -455,13 +457,21 @@ fn opening_ping() -> Frame {
     ping.freeze()
 }
 
-/// Where a connection's frames that answer no request of ours go: the
+/// Where a connection's frames that answer no request of ours go: requests
+/// from the node (bit 63 set, spec §9) to their queue, the rest to the
 /// queue of unsolicited frames.
-struct ToInner<'a>(&'a Inner);
+struct ToInner<'a> {
+    inner: &'a Inner,
+    link: &'a Rc<Link>,
+}
 
 impl Delivery for ToInner<'_> {
     fn deliver(&self, frame: Frame) -> Result<(), Panicked> {
-        self.0.push_unsolicited(frame);
+        if frame.header().request() & SERVER_REQUEST_BIT != 0 {
+            self.inner.push_server_request(frame, self.link);
+        } else {
+            self.inner.push_unsolicited(frame);
+        }
         Ok(())
     }
 }

@@ -41,10 +41,16 @@
 //!
 //! # Transports
 //!
-//! | scheme    | feature | status |
-//! |-----------|---------|--------|
-//! | `tcp://`  | `tcp` (default) | available |
-//! | `tls://`, `ws://`, `wss://`, `quic://` | | not in this build: connecting fails with [`ClientError::SchemeNotAvailable`] |
+//! | scheme    | feature | needs |
+//! |-----------|---------|-------|
+//! | `tcp://`  | `tcp` (default) | |
+//! | `tls://`  | `tls`   | [`ClientOptions::ca_file`] |
+//! | `ws://`   | `ws`    | |
+//! | `wss://`  | `wss`   | [`ClientOptions::ca_file`] |
+//! | `quic://` | `quic`  | [`ClientOptions::ca_file`] |
+//!
+//! A scheme whose feature is off parses, and connecting to it fails with
+//! [`ClientError::SchemeNotAvailable`] naming the feature.
 //!
 //! # Threading
 //!
@@ -52,6 +58,9 @@
 //! like the connections of a `bus` shard. Its socket is driven by one task
 //! on that runtime.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Without any transport the client can only refuse every URL; the session
 // machinery is then compiled but unused.
 #![cfg_attr(
@@ -69,17 +78,20 @@ mod driver;
 mod error;
 mod event;
 mod options;
+mod request;
 mod url;
 
 pub use client::{Client, ClientStats, ConnectionState};
 pub use error::ClientError;
 pub use options::{ClientOptions, Reconnect};
+pub use request::{Responder, ServerRequest};
 pub use url::{Endpoint, Scheme};
 
 /// The named defaults of [`ClientOptions`].
 pub mod defaults {
     pub use crate::options::{
         DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OUTSTANDING_REQUESTS, DEFAULT_REQUEST_TIMEOUT,
-        DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES, DEFAULT_UNSOLICITED_QUEUE_FRAMES,
+        DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_FRAMES, DEFAULT_SERVER_REQUEST_QUEUE,
+        DEFAULT_UNSOLICITED_QUEUE_FRAMES,
     };
 }

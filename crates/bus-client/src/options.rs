@@ -2,18 +2,22 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use bus_core::limits;
+
 /// Default [`ClientOptions::connect_timeout`].
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = limits::CLIENT_DEFAULT_CONNECT_TIMEOUT;
 /// Default [`ClientOptions::request_timeout`].
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = limits::CLIENT_DEFAULT_REQUEST_TIMEOUT;
 /// Default [`ClientOptions::max_outstanding_requests`].
-pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
+pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = limits::DEFAULT_MAX_OUTSTANDING_REQUESTS;
 /// Default [`ClientOptions::send_queue_frames`].
-pub const DEFAULT_SEND_QUEUE_FRAMES: usize = 4096;
+pub const DEFAULT_SEND_QUEUE_FRAMES: usize = limits::CLIENT_DEFAULT_SEND_QUEUE_FRAMES;
 /// Default [`ClientOptions::send_queue_bytes`].
-pub const DEFAULT_SEND_QUEUE_BYTES: usize = bus_core::limits::DEFAULT_QUEUE_CAPACITY_BYTES;
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = limits::DEFAULT_QUEUE_CAPACITY_BYTES;
+/// Default [`ClientOptions::server_request_queue`].
+pub const DEFAULT_SERVER_REQUEST_QUEUE: usize = limits::CLIENT_DEFAULT_UNSOLICITED_QUEUE_FRAMES;
 /// Default [`ClientOptions::unsolicited_queue_frames`].
-pub const DEFAULT_UNSOLICITED_QUEUE_FRAMES: usize = 1024;
+pub const DEFAULT_UNSOLICITED_QUEUE_FRAMES: usize = limits::CLIENT_DEFAULT_UNSOLICITED_QUEUE_FRAMES;
 
 /// How a client connects and what it bounds. Build it from
 /// [`ClientOptions::default`] and change the fields you need.
@@ -49,6 +53,12 @@ pub struct ClientOptions {
     /// ([`ClientStats::unsolicited_dropped`](crate::ClientStats)), so a
     /// reader that falls behind never stalls replies. Default 1024.
     pub unsolicited_queue_frames: usize,
+    /// Capacity of the queue of requests from the node (spec §9) not yet
+    /// taken with [`Client::recv_request`](crate::Client::recv_request);
+    /// when it is full a new one is dropped and counted
+    /// ([`ClientStats::server_requests_dropped`](crate::ClientStats)) and
+    /// the node's waiter times out. Default 1024.
+    pub server_request_queue: usize,
     /// Largest frame accepted from the node, header included. Default
     /// 64 MiB.
     pub max_message_size_bytes: u32,
@@ -80,6 +90,7 @@ impl Default for ClientOptions {
             send_queue_frames: DEFAULT_SEND_QUEUE_FRAMES,
             send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             unsolicited_queue_frames: DEFAULT_UNSOLICITED_QUEUE_FRAMES,
+            server_request_queue: DEFAULT_SERVER_REQUEST_QUEUE,
             max_message_size_bytes: bus_core::limits::DEFAULT_MAX_MESSAGE_SIZE_BYTES,
             read_buffer_bytes: bus_core::limits::DEFAULT_READ_BUFFER_BYTES,
             max_batch_frames: bus_core::limits::DEFAULT_MAX_BATCH_FRAMES,

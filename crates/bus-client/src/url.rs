@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use bus_core::limits;
+
 use crate::ClientError;
 
 /// A transport, as named by a URL scheme.
@@ -45,11 +47,11 @@ impl Scheme {
     /// The port a node listens on for this scheme by default.
     pub const fn default_port(self) -> u16 {
         match self {
-            Self::Tcp => 7070,
-            Self::Tls => 7071,
-            Self::Ws => 7072,
-            Self::Wss => 7073,
-            Self::Quic => 7074,
+            Self::Tcp => limits::DEFAULT_TCP_PORT,
+            Self::Tls => limits::DEFAULT_TLS_PORT,
+            Self::Ws => limits::DEFAULT_WS_PORT,
+            Self::Wss => limits::DEFAULT_WSS_PORT,
+            Self::Quic => limits::DEFAULT_QUIC_PORT,
         }
     }
 

@@ -29,6 +29,7 @@ impl Config {
             usize::try_from(bus.queue_capacity_bytes.bytes()).unwrap_or(usize::MAX);
         config.inbound_budget_bytes = bus.inbound_budget.bytes();
         config.max_outstanding_requests = bus.max_outstanding_requests;
+        config.shutdown_flush_timeout = bus.shutdown_flush_timeout;
         config.max_batch_frames = bus.max_batch_frames;
         config.read_buffer_bytes = usize::try_from(bus.read_buffer.bytes()).unwrap_or(usize::MAX);
         config.handshake_grace = bus.handshake_grace;
@@ -75,6 +76,7 @@ impl Config {
     /// `data_dir/tls`. Expects a [validated](Self::validate) config, which
     /// refuses a TLS user with neither.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
         let tls = &self.tls;
         let certificate = match (&tls.cert, &tls.key) {
@@ -95,6 +97,7 @@ impl Config {
     /// The server-side settings of the WebSocket listener (`[ws]`, with the
     /// `[tcp]` backlog and `TCP_NODELAY`).
     #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn ws_listener_config(&self) -> bus_ws::WsListenerConfig {
         self.ws_section_config(&self.ws)
     }
@@ -102,6 +105,7 @@ impl Config {
     /// The server-side settings of the WebSocket-over-TLS listener
     /// (`[wss]`); its TLS comes from [`Config::wss_server_config`].
     #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn wss_listener_config(&self) -> bus_ws::WsListenerConfig {
         self.ws_section_config(&self.wss)
     }
@@ -109,6 +113,7 @@ impl Config {
     /// The `[tls]` certificate for the WSS listener, offering ALPN
     /// `http/1.1` instead of `bus.v1` (spec §7).
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     pub fn wss_server_config(&self, data_dir: &std::path::Path) -> bus_tls::TlsServerConfig {
         let mut config = self.tls_server_config(data_dir);
         config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
@@ -143,6 +148,7 @@ impl Config {
     /// [validated](Self::validate) config; sizes beyond `usize` saturate, so
     /// [`bus_quic::QuicListenerConfig::validate`] still refuses them.
     #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic_listener_config(&self) -> bus_quic::QuicListenerConfig {
         let quic = &self.quic;
         let mut config = bus_quic::QuicListenerConfig::new(quic.listen);
@@ -171,6 +177,7 @@ impl Config {
     /// config; a `psk_file` left unset in code becomes an empty path, which
     /// [`bus_replica::ReplicaConfig::validate`] refuses.
     #[cfg(feature = "replica")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "replica")))]
     pub fn replicas_config(&self) -> Option<bus_replica::ReplicaConfig> {
         let replicas = &self.replicas;
         if !replicas.enabled {

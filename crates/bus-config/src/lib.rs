@@ -65,6 +65,9 @@
 //! only checks that what those steps will need is present and in range.
 
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod convert;
 mod de;

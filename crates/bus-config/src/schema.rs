@@ -62,6 +62,9 @@ pub struct BusSection {
     pub inbound_budget: ByteSize,
     /// Most server requests outstanding on one connection (spec §9).
     pub max_outstanding_requests: usize,
+    /// Bound on the application's flush at shutdown.
+    #[serde(deserialize_with = "de::duration")]
+    pub shutdown_flush_timeout: Duration,
     /// Most frames a writer drains into one write.
     pub max_batch_frames: usize,
     /// Read buffer of each connection.

@@ -99,6 +99,7 @@ impl Config {
         )?;
         in_range("bus.read_buffer", bus.read_buffer, READ_BUFFER)?;
         positive("bus.handshake_grace", bus.handshake_grace)?;
+        positive("bus.shutdown_flush_timeout", bus.shutdown_flush_timeout)?;
         positive("bus.close_grace", bus.close_grace)?;
         positive("bus.close_peer_timeout", bus.close_peer_timeout)?;
         // The parser maps zero to "off"; this catches a zero set in code.

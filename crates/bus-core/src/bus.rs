@@ -9,17 +9,23 @@
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
+    future::Future,
+    panic::{AssertUnwindSafe, catch_unwind},
+    pin::Pin,
     rc::Rc,
     time::{Duration, Instant},
 };
 
+use compio::runtime::time;
+use futures_util::FutureExt;
+
 use crate::{
     budget::InboundBudget,
-    buf::Frame,
+    buf::{Frame, FrameMut},
     config::BusConfig,
     conn::Conn,
     driver,
-    error::{Error, SendError},
+    error::{Error, RequestError, SendError},
     framing::DecodeLimits,
     goodbye::GoodbyeReason,
     id::{ClientId, IdHash, IdMinter, Peer},
@@ -53,6 +59,72 @@ pub trait Handler: 'static {
     fn on_connection_lost(&self, bus: &Bus, peer: Peer, reason: &CloseReason) {
         let _ = (bus, peer, reason);
     }
+
+    /// The bus is shutting down: flush the application's durable state.
+    ///
+    /// [`Bus::shutdown`] calls this after it stopped accepting and before it
+    /// closes any connection, and awaits the returned future, bounded by
+    /// [`BusConfig::shutdown_flush_timeout`]. Sends still work while it
+    /// runs, so clients can still be told; what they are sent goes out
+    /// before their `Goodbye(ShuttingDown)`. Its error, its panic or its
+    /// timeout is reported in the [`ShutdownReport`] (and logged). The
+    /// default does nothing.
+    fn on_shutdown(&self, bus: &Bus) -> ShutdownFlush {
+        let _ = bus;
+        ShutdownFlush::done()
+    }
+}
+
+/// An application's flush at shutdown (see [`Handler::on_shutdown`]).
+pub struct ShutdownFlush {
+    flush: Option<Pin<Box<dyn Future<Output = Result<(), FlushError>>>>>,
+}
+
+/// Why an application's flush failed.
+pub type FlushError = Box<dyn std::error::Error>;
+
+impl ShutdownFlush {
+    /// Nothing to flush.
+    pub fn done() -> Self {
+        Self { flush: None }
+    }
+
+    /// A flush the bus awaits.
+    pub fn new(flush: impl Future<Output = Result<(), FlushError>> + 'static) -> Self {
+        Self {
+            flush: Some(Box::pin(flush)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ShutdownFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownFlush")
+            .field("pending", &self.flush.is_some())
+            .finish()
+    }
+}
+
+/// How the application's flush at shutdown went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushOutcome {
+    /// It completed (or there was nothing to flush).
+    #[default]
+    Done,
+    /// It returned an error (its message).
+    Failed(String),
+    /// It did not finish within `shutdown_flush_timeout` and was dropped.
+    TimedOut(Duration),
+    /// It panicked.
+    Panicked,
+}
+
+impl FlushOutcome {
+    /// Whether the flush completed.
+    pub fn is_done(&self) -> bool {
+        *self == Self::Done
+    }
 }
 
 impl<F: Fn(&Bus, Peer, Frame) + 'static> Handler for F {
@@ -81,6 +153,53 @@ pub trait Forwarder: 'static {
         let _ = (replica, frame);
         Err(SendError::NotConnected)
     }
+
+    /// Forwards a request (spec §9) to the shard that owns `to`; the reply
+    /// comes back through the returned future. Must not block: the request
+    /// is queued into the owner's inbox or refused at once.
+    fn request(&self, to: Peer, frame: FrameMut, timeout: Duration) -> Result<Reply, RequestError> {
+        let _ = (to, frame, timeout);
+        Err(RequestError::Send(SendError::NotConnected))
+    }
+}
+
+/// The reply to a request sent to a connection (spec §9): completes with the
+/// frame that carries the request's id, [`RequestError::Timeout`], or
+/// [`RequestError::Disconnected`] as soon as the connection closes.
+///
+/// # Cancel safety
+/// Dropping it forgets the request: a reply that arrives later is dropped
+/// and counted, never delivered to the handler.
+#[must_use = "dropping the reply forgets the request"]
+pub struct Reply {
+    inner: Pin<Box<dyn Future<Output = Result<Frame, RequestError>>>>,
+}
+
+impl Reply {
+    /// Wraps the future of a reply (a [`Forwarder`] builds one for a
+    /// request it forwarded).
+    pub fn new(future: impl Future<Output = Result<Frame, RequestError>> + 'static) -> Self {
+        Self {
+            inner: Box::pin(future),
+        }
+    }
+}
+
+impl Future for Reply {
+    type Output = Result<Frame, RequestError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").finish_non_exhaustive()
+    }
 }
 
 /// Why [`Bus::adopt_replica`] refused a connection.
@@ -95,10 +214,29 @@ pub enum AdoptError {
     Duplicate(u8),
 }
 
+/// Which end of a replica link this node is ([`Bus::adopt_replica_as`]).
+///
+/// Both ends of a replica link are nodes, and either may send the other
+/// requests (spec §9). So that their request ids never collide, the
+/// accepting end issues ids with bit 63 set, as a node does towards a
+/// client, and the dialing end with bit 63 clear, as a client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReplicaEnd {
+    /// This node dialed the replica.
+    Dialer,
+    /// The replica dialed this node.
+    Acceptor,
+}
+
 /// Lifecycle of the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BusState {
     Running,
+    /// Shutdown started: nothing new is accepted, the application flushes;
+    /// sends still work.
+    Flushing,
+    /// Connections are closing; sends fail.
     ShuttingDown,
     Stopped,
 }
@@ -116,9 +254,14 @@ pub struct BroadcastReport {
 }
 
 /// What a shutdown did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
+    /// How the application's flush ([`Handler::on_shutdown`]) went.
+    pub flush: FlushOutcome,
+    /// Goodbyes written to peers during the shutdown (each one's write
+    /// completed; a peer that never read it is not counted).
+    pub goodbyes_written: u64,
     /// Connections that were open when shutdown started.
     pub connections: usize,
     /// Connection tasks cancelled because they outlived the grace period.
@@ -156,6 +299,9 @@ impl Inner {
         ] {
             bump(total, n.get());
         }
+        let mut requests = self.counters.requests.get();
+        requests.add(&link.request_stats());
+        self.counters.requests.set(requests);
     }
 
     /// How connections of this bus read (replica connections may require
@@ -176,10 +322,10 @@ impl Inner {
     }
 
     /// A connection's link configuration; `client` is the id stamped into
-    /// a client's frames.
-    fn link_config(&self, client: Option<ClientId>) -> LinkConfig {
+    /// a client's frames; `role` decides the request ids this side issues.
+    fn link_config(&self, client: Option<ClientId>, role: Role) -> LinkConfig {
         let config = &self.config;
-        let mut link = LinkConfig::new(Role::Server);
+        let mut link = LinkConfig::new(role);
         link.queue_capacity_frames = config.queue_capacity_frames;
         link.queue_capacity_bytes = config.queue_capacity_bytes;
         link.slow_consumer = config.slow_consumer;
@@ -283,6 +429,14 @@ impl Bus {
         self.inner.state.get() != BusState::Running
     }
 
+    /// Whether sends are refused: shutdown is past the application's flush.
+    fn refuses_sends(&self) -> bool {
+        matches!(
+            self.inner.state.get(),
+            BusState::ShuttingDown | BusState::Stopped
+        )
+    }
+
     /// Installs the multi-shard forwarder (see [`Forwarder`]).
     pub fn set_forwarder(&self, forwarder: Rc<dyn Forwarder>) {
         *self.inner.forwarder.borrow_mut() = Some(forwarder);
@@ -334,7 +488,7 @@ impl Bus {
     /// A client on another shard is reached through the installed
     /// [`Forwarder`].
     pub fn send_to_client(&self, id: ClientId, frame: Frame) -> Result<(), SendError> {
-        if self.is_shutting_down() {
+        if self.refuses_sends() {
             return Err(SendError::ShuttingDown);
         }
         if id.shard() != self.inner.config.shard {
@@ -350,7 +504,7 @@ impl Bus {
 
     /// Queues `frame` for replica `replica`. Never waits.
     pub fn send_to_replica(&self, replica: u8, frame: Frame) -> Result<(), SendError> {
-        if self.is_shutting_down() {
+        if self.refuses_sends() {
             return Err(SendError::ShuttingDown);
         }
         let conn = self.inner.replicas.borrow().get(&replica).cloned();
@@ -404,6 +558,78 @@ impl Bus {
         }
     }
 
+    /// Sends `frame` to client `id` as a request from the server (spec §9)
+    /// and returns the future of its reply.
+    ///
+    /// The bus issues a fresh request id for that connection (bit 63 set),
+    /// writes it into the header (re-sealing a sealed frame), and queues the
+    /// frame before this returns; it never waits. It fails at once with the
+    /// same errors as [`Bus::send_to_client`] (as
+    /// [`RequestError::Send`]) or with [`RequestError::TooManyRequests`]
+    /// when `max_outstanding_requests` are outstanding on the connection.
+    /// The reply completes with the client's frame (which the handler never
+    /// sees), [`RequestError::Timeout`] after `timeout`, or
+    /// [`RequestError::Disconnected`] at once when the connection closes for
+    /// any reason. A client on another shard is reached through the
+    /// [`Forwarder`].
+    pub fn request_client(
+        &self,
+        id: ClientId,
+        frame: FrameMut,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        if self.refuses_sends() {
+            return Err(RequestError::Send(SendError::ShuttingDown));
+        }
+        if id.shard() != self.inner.config.shard {
+            let forwarder = self.inner.forwarder.borrow().clone();
+            return forwarder.map_or(Err(RequestError::Send(SendError::NotConnected)), |f| {
+                f.request(Peer::Client(id), frame, timeout)
+            });
+        }
+        let conn = self.inner.clients.borrow().get(&id).cloned();
+        let conn = conn.ok_or(RequestError::Send(SendError::NotConnected))?;
+        self.request_on(&conn, frame, timeout)
+    }
+
+    /// Sends `frame` to replica `replica` as a request (spec §9), as
+    /// [`Bus::request_client`] does for a client.
+    pub fn request_replica(
+        &self,
+        replica: u8,
+        frame: FrameMut,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        if self.refuses_sends() {
+            return Err(RequestError::Send(SendError::ShuttingDown));
+        }
+        let conn = self.inner.replicas.borrow().get(&replica).cloned();
+        if let Some(conn) = conn {
+            return self.request_on(&conn, frame, timeout);
+        }
+        let forwarder = self.inner.forwarder.borrow().clone();
+        forwarder.map_or(Err(RequestError::Send(SendError::NotConnected)), |f| {
+            f.request(Peer::Replica(replica), frame, timeout)
+        })
+    }
+
+    fn request_on(
+        &self,
+        conn: &Conn,
+        frame: FrameMut,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        match conn.link.request(frame, timeout) {
+            Ok(reply) => Ok(Reply::new(reply)),
+            Err(err) => {
+                if err == RequestError::Send(SendError::QueueFull) {
+                    bump(&self.inner.counters.queue_full, 1);
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// Whether this bus has a live connection to replica `replica`.
     pub fn has_replica(&self, replica: u8) -> bool {
         self.inner.replicas.borrow().contains_key(&replica)
@@ -415,6 +641,10 @@ impl Bus {
     /// replaces a live connection: a second connection for the same replica
     /// is refused with [`AdoptError::Duplicate`] and the first keeps
     /// working. `started` is when the connection was accepted or dialed.
+    ///
+    /// The link issues request ids as the accepting end
+    /// ([`ReplicaEnd::Acceptor`]); a dialed link should be adopted with
+    /// [`Bus::adopt_replica_as`], so that requests both ways never collide.
     pub fn adopt_replica<R: FrameReader, W: FrameWriter>(
         &self,
         reader: R,
@@ -423,14 +653,32 @@ impl Bus {
         replica: u8,
         started: Instant,
     ) -> Result<(), AdoptError> {
+        self.adopt_replica_as(reader, writer, info, replica, ReplicaEnd::Acceptor, started)
+    }
+
+    /// As [`Bus::adopt_replica`], for the given end of the link (see
+    /// [`ReplicaEnd`]).
+    pub fn adopt_replica_as<R: FrameReader, W: FrameWriter>(
+        &self,
+        reader: R,
+        writer: W,
+        info: ConnectionInfo,
+        replica: u8,
+        end: ReplicaEnd,
+        started: Instant,
+    ) -> Result<(), AdoptError> {
         if self.is_shutting_down() {
             return Err(AdoptError::ShuttingDown);
         }
         if self.has_replica(replica) {
             return Err(AdoptError::Duplicate(replica));
         }
+        let role = match end {
+            ReplicaEnd::Dialer => Role::Client,
+            ReplicaEnd::Acceptor => Role::Server,
+        };
         let conn = self
-            .register(Some(replica), info, started)
+            .register_as(Some(replica), role, info, started)
             .ok_or(AdoptError::ShuttingDown)?;
         self.inner
             .connections
@@ -543,6 +791,10 @@ impl Bus {
             }
         }
         let [frames_in, bytes_in, frames_out, bytes_out, write_batches] = traffic;
+        let mut requests = c.requests.get();
+        for conn in self.all_conns() {
+            requests.add(&conn.link.request_stats());
+        }
         BusStats {
             connections: self.connection_count(),
             connections_total: c.connections_total.get(),
@@ -555,6 +807,7 @@ impl Bus {
             queue_full: c.queue_full.get(),
             frames_dropped: c.frames_dropped.get(),
             inbound_budget_available: self.inner.budget.available(),
+            requests,
             handler_panics: c.handler_panics.get(),
             connection_panics: c.connection_panics.get(),
             goodbyes_sent: std::array::from_fn(|i| c.goodbyes_sent[i].get()),
@@ -579,14 +832,20 @@ impl Bus {
     /// connections closing on their own bounds; call again to wait and reap.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let started = Instant::now();
-        let deadline = started + grace;
         let inner = &self.inner;
+        let mut report = ShutdownReport::default();
+        let goodbyes_before = inner.counters.goodbyes_total();
         if inner.state.get() == BusState::Running {
+            inner.state.set(BusState::Flushing);
+            // Accept loops and handshakes in progress end here, by design.
+            inner.intake.cancel_all();
+            report.flush = self.flush().await;
+        }
+        inner.intake.cancel_all();
+        if inner.state.get() == BusState::Flushing {
             inner.state.set(BusState::ShuttingDown);
         }
-        let mut report = ShutdownReport::default();
-        // Accept loops and handshakes in progress end here, by design.
-        inner.intake.cancel_all();
+        let deadline = Instant::now() + grace;
         let conns = self.all_conns();
         report.connections = conns.len();
         for conn in &conns {
@@ -606,9 +865,37 @@ impl Bus {
         inner.intake.wait_idle(settle).await;
         inner.connections.wait_idle(settle).await;
         report.tasks_left = inner.intake.len() + inner.connections.len();
+        report.goodbyes_written = inner.counters.goodbyes_total() - goodbyes_before;
         inner.state.set(BusState::Stopped);
         report.elapsed = started.elapsed();
         report
+    }
+
+    /// Runs the application's flush, bounded by `shutdown_flush_timeout`.
+    async fn flush(&self) -> FlushOutcome {
+        let handler = self.inner.handler.clone();
+        let Ok(flush) = catch_unwind(AssertUnwindSafe(|| handler.on_shutdown(self))) else {
+            tracing::error!("the application's on_shutdown panicked");
+            return FlushOutcome::Panicked;
+        };
+        let Some(flush) = flush.flush else {
+            return FlushOutcome::Done;
+        };
+        let bound = self.inner.config.shutdown_flush_timeout;
+        let outcome = time::timeout(bound, AssertUnwindSafe(flush).catch_unwind()).await;
+        let outcome = match outcome {
+            Ok(Ok(Ok(()))) => FlushOutcome::Done,
+            Ok(Ok(Err(err))) => FlushOutcome::Failed(err.to_string()),
+            Ok(Err(_)) => FlushOutcome::Panicked,
+            Err(_) => FlushOutcome::TimedOut(bound),
+        };
+        if !outcome.is_done() {
+            tracing::error!(
+                ?outcome,
+                "the application's shutdown flush did not complete"
+            );
+        }
+        outcome
     }
 
     fn all_conns(&self) -> Vec<Rc<Conn>> {
@@ -625,6 +912,18 @@ impl Bus {
         info: ConnectionInfo,
         accepted: Instant,
     ) -> Option<Rc<Conn>> {
+        self.register_as(replica, Role::Server, info, accepted)
+    }
+
+    /// As [`Bus::register`], with the `role` a replica link issues its
+    /// request ids as.
+    fn register_as(
+        &self,
+        replica: Option<u8>,
+        role: Role,
+        info: ConnectionInfo,
+        accepted: Instant,
+    ) -> Option<Rc<Conn>> {
         if self.is_shutting_down() {
             return None;
         }
@@ -635,7 +934,10 @@ impl Bus {
                 let conn = Rc::new(Conn {
                     peer: Peer::Client(id),
                     info,
-                    link: Rc::new(Link::new(&inner.link_config(Some(id)), accepted)),
+                    link: Rc::new(Link::new(
+                        &inner.link_config(Some(id), Role::Server),
+                        accepted,
+                    )),
                 });
                 inner.clients.borrow_mut().insert(id, conn.clone());
                 conn
@@ -644,7 +946,7 @@ impl Bus {
                 let conn = Rc::new(Conn {
                     peer: Peer::Replica(r),
                     info,
-                    link: Rc::new(Link::new(&inner.link_config(None), accepted)),
+                    link: Rc::new(Link::new(&inner.link_config(None, role), accepted)),
                 });
                 let old = inner.replicas.borrow_mut().insert(r, conn.clone());
                 if let Some(old) = old {
@@ -679,7 +981,6 @@ impl Bus {
                 }
             }
         }
-        self.inner.retire(&conn.link);
         let Ok(mut core) = conn.link.core.try_borrow_mut() else {
             // Only a panic inside a core call could leave it borrowed, and
             // unwinding releases the borrow; never panic in a drop guard.
@@ -689,6 +990,8 @@ impl Bus {
         let reason = core.loss_report();
         let dropped = core.take_dropped();
         drop(core);
+        // After the loss report: what was outstanding has failed by now.
+        self.inner.retire(&conn.link);
         bump(&self.inner.counters.frames_dropped, dropped as u64);
         if reason == CloseReason::Panicked {
             bump(&self.inner.counters.connection_panics, 1);

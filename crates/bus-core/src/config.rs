@@ -63,6 +63,9 @@ pub struct BusConfig {
     /// Most requests from this bus outstanding on one connection at once
     /// (spec §9); one more fails at once.
     pub max_outstanding_requests: usize,
+    /// Bound on the application's flush at shutdown
+    /// ([`Handler::on_shutdown`](crate::Handler::on_shutdown)).
+    pub shutdown_flush_timeout: Duration,
     /// Replica connections send a `Ping` after this long without a frame
     /// from the peer; `None` disables it.
     pub replica_keepalive: Option<Duration>,
@@ -91,6 +94,7 @@ impl Default for BusConfig {
             require_sealed_replicas: true,
             slow_consumer: SlowConsumerPolicy::Keep,
             max_outstanding_requests: limits::DEFAULT_MAX_OUTSTANDING_REQUESTS,
+            shutdown_flush_timeout: limits::DEFAULT_SHUTDOWN_FLUSH_TIMEOUT,
             replica_keepalive: Some(limits::DEFAULT_REPLICA_KEEPALIVE),
             replica_idle_timeout: Some(limits::DEFAULT_REPLICA_IDLE_TIMEOUT),
         }
@@ -175,6 +179,7 @@ impl BusConfig {
             "4 KiB ..= 16 MiB",
         )?;
         for (field, d) in [
+            ("shutdown_flush_timeout", self.shutdown_flush_timeout),
             ("handshake_grace", self.handshake_grace),
             ("close_grace", self.close_grace),
             ("close_peer_timeout", self.close_peer_timeout),

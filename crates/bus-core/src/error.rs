@@ -14,6 +14,7 @@ use crate::{
     goodbye::{Goodbye, GoodbyeReason},
     header::FrameError,
     state::CloseReason,
+    transport::TransportKind,
 };
 
 /// Errors of connections and of the bus.
@@ -35,9 +36,16 @@ pub enum Error {
     /// The transport handshake did not finish within `handshake_grace`.
     #[error("handshake did not complete within {0:?}")]
     HandshakeTimeout(Duration),
-    /// The transport handshake failed.
-    #[error("handshake failed: {0}")]
-    Handshake(String),
+    /// The transport handshake failed (TLS, WebSocket upgrade, QUIC
+    /// handshake or stream).
+    #[error("{transport} handshake failed: {source}")]
+    Handshake {
+        /// The transport whose handshake failed.
+        transport: TransportKind,
+        /// The transport's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The bus is shutting down and takes no new work.
     #[error("the bus is shutting down")]
     ShuttingDown,
@@ -47,13 +55,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failed handshake of `transport`, caused by `source`.
+    pub fn handshake(
+        transport: TransportKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Handshake {
+            transport,
+            source: source.into(),
+        }
+    }
+
     /// The Goodbye reason to send the peer when this error ends a
     /// connection, if the peer is to be told at all.
     pub fn goodbye_reason(&self) -> Option<GoodbyeReason> {
         match self {
             Self::Frame(e) => Some(e.goodbye_reason()),
             Self::ShuttingDown => Some(GoodbyeReason::ShuttingDown),
-            Self::HandshakeTimeout(_) | Self::Handshake(_) => Some(GoodbyeReason::HandshakeFailed),
+            Self::HandshakeTimeout(_) | Self::Handshake { .. } => {
+                Some(GoodbyeReason::HandshakeFailed)
+            }
             Self::Io(_) | Self::Closed | Self::Goodbye(_) | Self::Config(_) => None,
         }
     }

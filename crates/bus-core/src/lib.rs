@@ -18,6 +18,9 @@
 //! assert_eq!(frame.len(), 256 + 5);
 //! ```
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod budget;
 pub mod buf;
@@ -36,6 +39,7 @@ mod notify;
 mod pool;
 mod queue;
 mod requests;
+pub mod runtime;
 mod state;
 mod stats;
 mod tasks;
@@ -44,7 +48,8 @@ pub mod transport;
 pub use budget::{InboundBudget, Reservation};
 pub use buf::{ByteBuf, Frame, FrameMut};
 pub use bus::{
-    AdoptError, BroadcastReport, Bus, ConnectionSnapshot, Forwarder, Handler, ShutdownReport,
+    AdoptError, BroadcastReport, Bus, ConnectionSnapshot, FlushError, FlushOutcome, Forwarder,
+    Handler, ReplicaEnd, Reply, ShutdownFlush, ShutdownReport,
 };
 pub use config::{BusConfig, ConfigError, SlowConsumerPolicy};
 pub use error::{Error, RequestError, SendError};
@@ -55,5 +60,5 @@ pub use id::{ClientId, Peer};
 pub use link::{Link, LinkConfig, Role};
 pub use requests::SERVER_REQUEST_BIT;
 pub use state::CloseReason;
-pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS};
+pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS, RequestStats};
 pub use transport::{ByteSource, ConnectionInfo, ReadSettings, TransportKind};

@@ -1,7 +1,11 @@
-//! Every bound of the bus in one place, with the relations between them
-//! checked at compile time.
+//! Every bound and default of the bus in one place, with the relations
+//! between them checked at compile time: the frame, the per-shard bus and
+//! its connections, the transports, the shard layer and the client. The
+//! crates that use a bound re-export it under their own name; the embedded
+//! `defaults.toml` of `bus-config` feeds the configurable ones and a test
+//! keeps the two equal.
 
-use std::time::Duration;
+use std::{ops::RangeInclusive, time::Duration};
 
 /// Size of the fixed frame header (spec §1).
 pub const HEADER_SIZE: usize = 256;
@@ -58,6 +62,9 @@ pub const DEFAULT_INBOUND_BUDGET_BYTES: u64 = 256 << 20;
 /// (spec §9).
 pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 4096;
 
+/// Default bound on the application's flush at shutdown.
+pub const DEFAULT_SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default keep-alive of replica connections: a `Ping` after this long
 /// without a frame from the peer.
 pub const DEFAULT_REPLICA_KEEPALIVE: Duration = Duration::from_secs(1);
@@ -84,6 +91,108 @@ pub const FRAME_POOL_CLASSES: usize = 9;
 /// `FRAME_POOL_CLASSES` MiB per thread in all).
 pub const FRAME_POOL_BYTES_PER_CLASS: usize = 1 << 20;
 
+// ---------------------------------------------------------------- ports
+
+/// Default port of plain TCP (the demo node; URLs without a port).
+pub const DEFAULT_TCP_PORT: u16 = 7070;
+/// Default port of TLS.
+pub const DEFAULT_TLS_PORT: u16 = 7071;
+/// Default port of WebSocket.
+pub const DEFAULT_WS_PORT: u16 = 7072;
+/// Default port of WebSocket over TLS.
+pub const DEFAULT_WSS_PORT: u16 = 7073;
+/// Default port of QUIC (UDP).
+pub const DEFAULT_QUIC_PORT: u16 = 7074;
+
+// ---------------------------------------------------------------- TLS
+
+/// Smallest socket buffer the TLS transport uses, whatever is configured:
+/// one full TLS record (16 KiB of plaintext plus overhead) fits.
+pub const TLS_MIN_BUFFER_BYTES: usize = 17 << 10;
+/// Default socket buffer of a TLS client.
+pub const TLS_DEFAULT_BUFFER_BYTES: usize = 64 << 10;
+/// Most slices handed to one vectored TLS write; frames beyond it go in the
+/// next call of the same batch (the flush still happens once per batch).
+pub const TLS_MAX_IOV: usize = 64;
+
+// ---------------------------------------------------------------- WebSocket
+
+/// Default read buffer of a WebSocket connection (several buffers of this
+/// size exist per connection; see `docs/operations.md`).
+pub const WS_DEFAULT_READ_BUFFER_BYTES: usize = 8 << 10;
+/// Default write buffer of a WebSocket connection.
+pub const WS_DEFAULT_WRITE_BUFFER_BYTES: usize = 8 << 10;
+/// Smallest WebSocket read or write buffer.
+pub const WS_MIN_BUFFER_BYTES: usize = 4 << 10;
+/// Largest WebSocket read or write buffer.
+pub const WS_MAX_BUFFER_BYTES: usize = 16 << 20;
+/// Default largest WebSocket frame (payload bytes).
+pub const WS_DEFAULT_MAX_FRAME_SIZE_BYTES: u32 = 16 << 20;
+
+// ---------------------------------------------------------------- QUIC
+
+/// Default QUIC idle timeout.
+pub const QUIC_DEFAULT_MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default QUIC keep-alive (below the idle timeout).
+pub const QUIC_DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Default QUIC stream receive window.
+pub const QUIC_DEFAULT_STREAM_RECEIVE_WINDOW: u64 = 8 << 20;
+/// Default QUIC connection receive window.
+pub const QUIC_DEFAULT_CONNECTION_RECEIVE_WINDOW: u64 = 16 << 20;
+/// Default QUIC send window.
+pub const QUIC_DEFAULT_SEND_WINDOW: u64 = 16 << 20;
+/// Default kernel buffers of the QUIC UDP socket, each way.
+pub const QUIC_DEFAULT_UDP_BUFFER_BYTES: usize = 4 << 20;
+/// Default bound on waiting for the peer's acknowledgement of what we sent
+/// before `CONNECTION_CLOSE` goes out.
+pub const QUIC_DEFAULT_CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound on a QUIC client's connect and stream opening.
+pub const QUIC_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Smallest initial MTU (RFC 9000 §14).
+pub const QUIC_MIN_INITIAL_MTU: u16 = 1200;
+/// Largest initial MTU (a UDP datagram's payload).
+pub const QUIC_MAX_INITIAL_MTU: u16 = 65_527;
+/// Allowed QUIC flow-control windows.
+pub const QUIC_WINDOW_RANGE: RangeInclusive<u64> = 1024..=(1 << 30);
+/// Allowed kernel UDP buffer sizes.
+pub const QUIC_UDP_BUFFER_RANGE: RangeInclusive<usize> = (4 << 10)..=(1 << 30);
+
+// ---------------------------------------------------------------- shards
+
+/// Most shards one node runs.
+pub const MAX_SHARDS: u16 = 1024;
+/// Default capacity of each shard's inbox (messages from other shards).
+pub const SHARD_DEFAULT_INBOX_CAPACITY_FRAMES: usize = 4096;
+/// Connections handed over from shard 0 that may wait for one target shard
+/// at once; beyond it shard 0 closes the connection and counts it.
+pub const SHARD_HANDOFF_QUEUE_CAPACITY: usize = 1024;
+/// Inbox messages one shard handles before it lets its connections run.
+pub const SHARD_INBOX_BATCH_MESSAGES: usize = 256;
+/// Bound on starting every shard (runtime, bus, listeners).
+pub const SHARD_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one statistics round trip to every shard.
+pub const SHARD_STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a shard shutdown allows beyond the grace it is given: the bus's own
+/// settle, dropping the runtime, joining the thread.
+pub const SHARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+/// Grace of the shutdown started when the shards' handle is dropped.
+pub const SHARD_DROP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Control requests (stats) that may wait for one shard at once.
+pub const SHARD_CONTROL_QUEUE_CAPACITY: usize = 16;
+
+// ---------------------------------------------------------------- client
+
+/// Default bound on a client's dial.
+pub const CLIENT_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on one client request, from the call to its reply.
+pub const CLIENT_DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default capacity of a client's send queue, in frames.
+pub const CLIENT_DEFAULT_SEND_QUEUE_FRAMES: usize = 4096;
+/// Default capacity of a client's queue of unsolicited frames.
+pub const CLIENT_DEFAULT_UNSOLICITED_QUEUE_FRAMES: usize = 1024;
+
+// ---------------------------------------------------------------- relations
+
 const _: () = assert!(HEADER_SIZE.is_multiple_of(FRAME_ALIGN));
 const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES as usize == HEADER_SIZE);
 const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES <= DEFAULT_MAX_MESSAGE_SIZE_BYTES);
@@ -101,5 +210,20 @@ const _: () =
     assert!(DEFAULT_READ_BUFFER_BYTES <= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
 const _: () =
     assert!(FRAME_POOL_BYTES_PER_CLASS >= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
+const _: () = assert!(TLS_MIN_BUFFER_BYTES <= TLS_DEFAULT_BUFFER_BYTES);
+const _: () = assert!(TLS_MAX_IOV <= IOV_MAX);
+const _: () = assert!(WS_MIN_BUFFER_BYTES <= WS_DEFAULT_READ_BUFFER_BYTES);
+const _: () = assert!(WS_DEFAULT_READ_BUFFER_BYTES <= WS_MAX_BUFFER_BYTES);
+const _: () = assert!(WS_MIN_BUFFER_BYTES <= WS_DEFAULT_WRITE_BUFFER_BYTES);
+const _: () = assert!(WS_DEFAULT_WRITE_BUFFER_BYTES <= WS_MAX_BUFFER_BYTES);
+const _: () = assert!(MIN_MAX_MESSAGE_SIZE_BYTES <= WS_DEFAULT_MAX_FRAME_SIZE_BYTES);
+const _: () = assert!(WS_DEFAULT_MAX_FRAME_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BYTES);
+const _: () =
+    assert!(QUIC_DEFAULT_KEEP_ALIVE.as_nanos() < QUIC_DEFAULT_MAX_IDLE_TIMEOUT.as_nanos());
+const _: () = assert!(QUIC_MIN_INITIAL_MTU <= QUIC_MAX_INITIAL_MTU);
+const _: () = assert!(MAX_SHARDS as u32 <= u16::MAX as u32 + 1);
+const _: () = assert!(SHARD_INBOX_BATCH_MESSAGES >= 1);
+const _: () = assert!(SHARD_DEFAULT_INBOX_CAPACITY_FRAMES >= SHARD_INBOX_BATCH_MESSAGES);
+const _: () = assert!(SHARD_SHUTDOWN_MARGIN.as_nanos() > SHUTDOWN_SETTLE.as_nanos());
 // Goodbye: 4-byte reason + 2-byte length + detail fit in the command area.
 const _: () = assert!(6 + GOODBYE_DETAIL_MAX_BYTES <= 128);

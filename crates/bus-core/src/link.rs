@@ -39,7 +39,7 @@ use crate::{
     queue::QueueBounds,
     requests::{Issuer, Unanswered},
     state::{CloseReason, ConnCore, CoreConfig, ReadSide, Received, WriteStep},
-    stats::ConnectionStats,
+    stats::{ConnectionStats, RequestStats},
     transport::{FrameReader, FrameWriter},
 };
 
@@ -265,6 +265,7 @@ impl Link {
         let forget = Forget {
             link: Rc::downgrade(self),
             id,
+            timed_out: false,
         };
         if let Err(err) = self.send(frame.freeze()) {
             drop(forget);
@@ -272,14 +273,17 @@ impl Link {
         }
         let deadline = Instant::now() + timeout;
         Ok(async move {
-            let _forget = forget;
+            let mut forget = forget;
             let outcome = time::timeout_at(deadline, poll_fn(|cx| slot.poll_outcome(cx))).await;
             match outcome {
                 Ok(Ok(frame)) => Ok(frame),
                 Ok(Err(Unanswered::Disconnected(reason))) => {
                     Err(RequestError::Disconnected { reason })
                 }
-                Err(_) => Err(RequestError::Timeout(timeout)),
+                Err(_) => {
+                    forget.timed_out = true;
+                    Err(RequestError::Timeout(timeout))
+                }
             }
         })
     }
@@ -304,6 +308,14 @@ impl Link {
         self.wake_writer.notify();
         self.wake_reader.notify();
         self.wake_timer.notify();
+    }
+
+    /// This side's requests on this link: outstanding now, and completed
+    /// by outcome.
+    pub fn request_stats(&self) -> RequestStats {
+        self.core
+            .try_borrow()
+            .map_or_else(|_| RequestStats::default(), |core| core.request_stats())
     }
 
     /// Counters and queue state now.
@@ -331,6 +343,8 @@ impl Link {
 struct Forget {
     link: Weak<Link>,
     id: u64,
+    /// The waiter gave up at its timeout (rather than being dropped).
+    timed_out: bool,
 }
 
 impl Drop for Forget {
@@ -338,7 +352,7 @@ impl Drop for Forget {
         if let Some(link) = self.link.upgrade()
             && let Ok(mut core) = link.core.try_borrow_mut()
         {
-            core.forget_request(self.id);
+            core.forget_request(self.id, self.timed_out);
         }
     }
 }
@@ -432,7 +446,14 @@ async fn read_loop<R: FrameReader, D: Delivery>(link: &Link, reader: &mut R, del
 fn receive<D: Delivery>(link: &Link, frame: Frame, delivery: &D) -> bool {
     bump(&link.counters.frames_in, 1);
     bump(&link.counters.bytes_in, frame.len() as u64);
-    let received = link.core.borrow_mut().receive(frame);
+    let (received, timer_moved) = {
+        let mut core = link.core.borrow_mut();
+        let received = core.receive(frame);
+        (received, core.take_timer_moved())
+    };
+    if timer_moved {
+        link.wake_timer.notify();
+    }
     match received {
         Received::Deliver(frame) => {
             if delivery.deliver(frame).is_err() {

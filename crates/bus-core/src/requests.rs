@@ -18,7 +18,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use crate::{buf::Frame, id::IdHash, state::CloseReason};
+use crate::{buf::Frame, id::IdHash, state::CloseReason, stats::RequestStats};
 
 /// Bit 63 of `request` marks an id a server issued (spec §9).
 pub const SERVER_REQUEST_BIT: u64 = 1 << 63;
@@ -95,7 +95,11 @@ pub(crate) struct Requests {
     /// issued.
     next: u64,
     slots: HashMap<u64, Rc<ReplySlot>, IdHash>,
-    /// Replies that came after their waiter gave up.
+    /// Completed with their reply, failed by the close, given up at their
+    /// timeout; replies that came after their waiter gave up.
+    replied: u64,
+    disconnected: u64,
+    timed_out: u64,
     late: u64,
     /// Whether the table takes new requests (not once the connection
     /// started closing).
@@ -109,6 +113,9 @@ impl Requests {
             limit,
             next: 1,
             slots: HashMap::default(),
+            replied: 0,
+            disconnected: 0,
+            timed_out: 0,
             late: 0,
             open: true,
         }
@@ -161,8 +168,21 @@ impl Requests {
 
     /// The waiter of `id` gave up (timeout or drop); a reply that comes
     /// later is late.
-    pub(crate) fn forget(&mut self, id: u64) {
-        self.slots.remove(&id);
+    pub(crate) fn forget(&mut self, id: u64, timed_out: bool) {
+        if self.slots.remove(&id).is_some() && timed_out {
+            self.timed_out += 1;
+        }
+    }
+
+    /// Counts by outcome, and what is outstanding now.
+    pub(crate) fn stats(&self) -> RequestStats {
+        RequestStats {
+            outstanding: self.slots.len(),
+            replied: self.replied,
+            timed_out: self.timed_out,
+            disconnected: self.disconnected,
+            late_replies: self.late,
+        }
     }
 
     /// Routes a received frame by its `request` id.
@@ -173,6 +193,7 @@ impl Requests {
         }
         if let Some(slot) = self.slots.remove(&id) {
             slot.fill(Ok(frame));
+            self.replied += 1;
             Matched::Completed
         } else {
             self.late += 1;
@@ -184,6 +205,7 @@ impl Requests {
     /// no new one is taken.
     pub(crate) fn fail_all(&mut self, reason: &CloseReason) {
         self.open = false;
+        self.disconnected += self.slots.len() as u64;
         for (_, slot) in self.slots.drain() {
             slot.fill(Err(Unanswered::Disconnected(reason.clone())));
         }
@@ -237,8 +259,9 @@ mod tests {
             table.match_reply(reply(SERVER_REQUEST_BIT | 1)),
             Matched::NotOurs(_)
         ));
-        table.forget(id);
+        table.forget(id, true);
         assert!(matches!(table.match_reply(reply(id)), Matched::Late));
+        assert_eq!(table.stats().timed_out, 1);
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub(crate) struct ConnCore {
     deadline: Option<Instant>,
     /// Set until the first frame arrives.
     first_frame_deadline: Option<Instant>,
+    /// `next_deadline` changed without the driver knowing (the first frame
+    /// disarmed its bound); see `take_timer_moved`.
+    timer_moved: bool,
     /// When the idle check runs next, and whether a frame arrived since it
     /// was armed (so no clock is read per frame).
     idle_deadline: Option<Instant>,
@@ -195,6 +198,7 @@ impl ConnCore {
     pub(crate) fn new(config: CoreConfig, now: Instant) -> Self {
         Self {
             first_frame_deadline: config.first_frame_grace.map(|g| now + g),
+            timer_moved: false,
             idle_deadline: config.idle_timeout.map(|t| now + t),
             received_since_idle_check: false,
             keepalive_deadline: config.keepalive.map(|t| now + t),
@@ -254,9 +258,14 @@ impl ConnCore {
         self.requests.issue()
     }
 
-    /// The waiter of request `id` gave up.
-    pub(crate) fn forget_request(&mut self, id: u64) {
-        self.requests.forget(id);
+    /// The waiter of request `id` gave up (at its timeout, or dropped).
+    pub(crate) fn forget_request(&mut self, id: u64, timed_out: bool) {
+        self.requests.forget(id, timed_out);
+    }
+
+    /// This side's requests, by outcome.
+    pub(crate) fn request_stats(&self) -> crate::stats::RequestStats {
+        self.requests.stats()
     }
 
     /// Most requests outstanding at once.
@@ -277,6 +286,13 @@ impl ConnCore {
     /// Why the connection ended or is ending, once known.
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.cause.clone()
+    }
+
+    /// Whether [`ConnCore::next_deadline`] moved since the driver last
+    /// armed its timer from it (so the driver re-arms only then, not per
+    /// frame).
+    pub(crate) fn take_timer_moved(&mut self) -> bool {
+        std::mem::take(&mut self.timer_moved)
     }
 
     /// Whether sends are accepted (the connection is open).
@@ -354,7 +370,9 @@ impl ConnCore {
         if self.read != ReadSide::Frames {
             return Received::Consumed;
         }
-        self.first_frame_deadline = None;
+        if self.first_frame_deadline.take().is_some() {
+            self.timer_moved = true;
+        }
         self.received_since_idle_check = true;
         self.received_since_keepalive = true;
         match frame.header().command() {

@@ -31,6 +31,32 @@ pub struct ConnectionStats {
     pub queue_bytes: usize,
 }
 
+/// Requests one side sent and waited on (spec §9), by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestStats {
+    /// Waiting for their reply now.
+    pub outstanding: usize,
+    /// Completed with their reply.
+    pub replied: u64,
+    /// Gave up at their timeout.
+    pub timed_out: u64,
+    /// Failed because their connection closed first.
+    pub disconnected: u64,
+    /// Replies that came after their request had given up (dropped).
+    pub late_replies: u64,
+}
+
+impl RequestStats {
+    pub(crate) fn add(&mut self, other: &RequestStats) {
+        self.outstanding += other.outstanding;
+        self.replied += other.replied;
+        self.timed_out += other.timed_out;
+        self.disconnected += other.disconnected;
+        self.late_replies += other.late_replies;
+    }
+}
+
 /// A snapshot of a bus's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -58,6 +84,8 @@ pub struct BusStats {
     pub frames_dropped: u64,
     /// Bytes of the inbound budget not reserved right now.
     pub inbound_budget_available: u64,
+    /// Requests this bus sent to its connections (spec §9), by outcome.
+    pub requests: RequestStats,
     /// Handler calls that panicked.
     pub handler_panics: u64,
     /// Connection tasks that panicked outside the handler (writer, transport).
@@ -101,9 +129,16 @@ pub(crate) struct BusCounters {
     pub(crate) handler_panics: Cell<u64>,
     pub(crate) connection_panics: Cell<u64>,
     pub(crate) goodbyes_sent: [Cell<u64>; GOODBYE_REASONS],
+    /// Requests of connections that ended.
+    pub(crate) requests: Cell<RequestStats>,
 }
 
 impl BusCounters {
+    /// Goodbyes written so far, every reason.
+    pub(crate) fn goodbyes_total(&self) -> u64 {
+        self.goodbyes_sent.iter().map(Cell::get).sum()
+    }
+
     pub(crate) fn goodbye_sent(&self, reason: GoodbyeReason) {
         if let Some(cell) = usize::try_from(reason.code())
             .ok()

@@ -21,7 +21,7 @@ use std::{io, time::Instant};
 
 use bus_core::{
     AdoptError, Bus, ByteSource, ConnectionInfo, Error, Frame, FrameError, GoodbyeReason,
-    ReadSettings, StreamReader,
+    ReadSettings, ReplicaEnd, StreamReader,
     transport::{FrameReader, FrameWriter},
 };
 use bus_replica::{
@@ -148,6 +148,7 @@ impl<S: ByteSource, W: FrameWriter> Transport<S, W> {
         shared: &Shared,
         config: &HandshakeConfig,
         peer: u8,
+        end: ReplicaEnd,
         started: Instant,
     ) -> Result<(), HandshakeError> {
         if !shared.claim(peer) {
@@ -161,7 +162,7 @@ impl<S: ByteSource, W: FrameWriter> Transport<S, W> {
         let limits = bus.replica_read_settings().limits;
         self.reader.decoder_mut().set_limits(limits);
         self.info.connected_since = std::time::SystemTime::now();
-        match bus.adopt_replica(self.reader, self.writer, self.info, peer, started) {
+        match bus.adopt_replica_as(self.reader, self.writer, self.info, peer, end, started) {
             Ok(()) => Ok(()),
             Err(err) => {
                 shared.release(peer);
@@ -211,7 +212,14 @@ pub(crate) async fn accept<S: ByteSource, W: FrameWriter>(
             };
             match next.receive_finish(&finish) {
                 FinishOutcome::Authenticated(authenticated) => transport
-                    .register(bus, shared, &config, authenticated.peer, started)
+                    .register(
+                        bus,
+                        shared,
+                        &config,
+                        authenticated.peer,
+                        ReplicaEnd::Acceptor,
+                        started,
+                    )
                     .await
                     .map(|()| authenticated.peer)
                     .map_err(|e| (Some(peer), e)),
@@ -262,7 +270,7 @@ pub(crate) async fn dial<S: ByteSource, W: FrameWriter>(
         DialerOutcome::Authenticated { finish, peer } => {
             write_message(&mut transport.writer, finish, deadline, grace).await?;
             transport
-                .register(bus, shared, &config, peer.peer, started)
+                .register(bus, shared, &config, peer.peer, ReplicaEnd::Dialer, started)
                 .await
         }
         DialerOutcome::Refused(refusal) => {

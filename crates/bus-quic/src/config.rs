@@ -2,16 +2,18 @@
 
 use std::{net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 
+use bus_core::limits;
+
 use crate::QuicError;
 
 /// Smallest datagram every QUIC path must carry (RFC 9000 §14).
-pub const MIN_INITIAL_MTU: u16 = 1200;
+pub const MIN_INITIAL_MTU: u16 = limits::QUIC_MIN_INITIAL_MTU;
 /// Largest `max_udp_payload_size` (RFC 9000 §18.2).
-pub const MAX_INITIAL_MTU: u16 = 65_527;
+pub const MAX_INITIAL_MTU: u16 = limits::QUIC_MAX_INITIAL_MTU;
 /// Allowed flow-control and send windows.
-pub const WINDOW_RANGE: RangeInclusive<u64> = 1024..=(1 << 30);
+pub const WINDOW_RANGE: RangeInclusive<u64> = limits::QUIC_WINDOW_RANGE;
 /// Allowed UDP socket buffer sizes.
-pub const UDP_BUFFER_RANGE: RangeInclusive<usize> = (4 * 1024)..=(1 << 30);
+pub const UDP_BUFFER_RANGE: RangeInclusive<usize> = limits::QUIC_UDP_BUFFER_RANGE;
 
 /// QUIC tuning shared by servers and clients.
 ///
@@ -54,15 +56,15 @@ impl Default for QuicTuning {
     /// The defaults of `[quic]` in the config file.
     fn default() -> Self {
         Self {
-            max_idle_timeout: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(10)),
-            stream_receive_window: 8 << 20,
-            connection_receive_window: 16 << 20,
-            send_window: 16 << 20,
+            max_idle_timeout: limits::QUIC_DEFAULT_MAX_IDLE_TIMEOUT,
+            keep_alive: Some(limits::QUIC_DEFAULT_KEEP_ALIVE),
+            stream_receive_window: limits::QUIC_DEFAULT_STREAM_RECEIVE_WINDOW,
+            connection_receive_window: limits::QUIC_DEFAULT_CONNECTION_RECEIVE_WINDOW,
+            send_window: limits::QUIC_DEFAULT_SEND_WINDOW,
             initial_mtu: MIN_INITIAL_MTU,
-            udp_send_buffer: 4 << 20,
-            udp_receive_buffer: 4 << 20,
-            close_ack_timeout: Duration::from_secs(2),
+            udp_send_buffer: limits::QUIC_DEFAULT_UDP_BUFFER_BYTES,
+            udp_receive_buffer: limits::QUIC_DEFAULT_UDP_BUFFER_BYTES,
+            close_ack_timeout: limits::QUIC_DEFAULT_CLOSE_ACK_TIMEOUT,
         }
     }
 }
@@ -203,7 +205,7 @@ impl QuicClientConfig {
             alpn: vec![bus_tls::ALPN_BUS.to_vec()],
             client_cert: None,
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: limits::QUIC_DEFAULT_CONNECT_TIMEOUT,
             tuning: QuicTuning::default(),
         }
     }

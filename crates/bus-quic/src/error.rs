@@ -32,6 +32,34 @@ pub enum QuicError {
     /// `TLS13_AES_128_GCM_SHA256`).
     #[error("the TLS config cannot carry QUIC: {0}")]
     Crypto(String),
+    /// A client's QUIC handshake failed.
+    #[error("QUIC handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The client.
+        peer: SocketAddr,
+        /// Why.
+        source: compio_quic::ConnectionError,
+    },
+    /// A client finished the handshake without ALPN `bus.v1`.
+    #[error("QUIC peer {peer} did not negotiate ALPN bus.v1")]
+    NoAlpn {
+        /// The client.
+        peer: SocketAddr,
+    },
+    /// A client's connection ended before it opened the bus stream.
+    #[error("QUIC peer {peer} opened no stream: {source}")]
+    NoStream {
+        /// The client.
+        peer: SocketAddr,
+        /// Why.
+        source: compio_quic::ConnectionError,
+    },
+    /// A client opened the bus stream with 0-RTT data (refused, spec §7).
+    #[error("QUIC peer {peer} sent 0-RTT data")]
+    ZeroRtt {
+        /// The client.
+        peer: SocketAddr,
+    },
     /// Connecting to a server failed.
     #[error("cannot connect to {addr} over QUIC: {problem}")]
     Connect {

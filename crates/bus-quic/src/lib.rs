@@ -21,6 +21,9 @@
 //! then `CONNECTION_CLOSE` with the code of [`codes::for_goodbye`].
 //! Certificates come from [`bus_tls::ServerTls`], reloads included.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 pub mod codes;

@@ -286,9 +286,10 @@ impl Connection for QuicIncoming {
             handshake,
             close_ack_timeout,
         } = self;
+        let failed = |err: QuicError| Error::handshake(TransportKind::Quic, err);
         let mut connection = connecting
             .await
-            .map_err(|err| Error::Handshake(format!("QUIC handshake with {peer}: {err}")))?;
+            .map_err(|source| failed(QuicError::Handshake { peer, source }))?;
         drop(handshake);
         let alpn = connection
             .handshake_data()
@@ -296,19 +297,15 @@ impl Connection for QuicIncoming {
             .and_then(|data| data.protocol);
         if alpn.as_deref() != Some(bus_tls::ALPN_BUS) {
             connection.close(codes::PROTOCOL_VIOLATION, b"ALPN bus.v1 required");
-            return Err(Error::Handshake(format!(
-                "QUIC peer {peer} did not negotiate ALPN bus.v1"
-            )));
+            return Err(failed(QuicError::NoAlpn { peer }));
         }
         let (send, recv) = connection
             .accept_bi()
             .await
-            .map_err(|err| Error::Handshake(format!("QUIC peer {peer} opened no stream: {err}")))?;
+            .map_err(|source| failed(QuicError::NoStream { peer, source }))?;
         if recv.is_0rtt() {
             connection.close(codes::PROTOCOL_VIOLATION, b"0-RTT refused");
-            return Err(Error::Handshake(format!(
-                "QUIC peer {peer} sent 0-RTT data"
-            )));
+            return Err(failed(QuicError::ZeroRtt { peer }));
         }
         let mut info = ConnectionInfo::new(TransportKind::Quic, connection.remote_address());
         info.identity = connection

@@ -49,6 +49,9 @@
 //!   reconnect backoff and replica TLS belong to `bus-mesh`, which
 //!   drives these state machines.
 
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 // The README's example is compiled as a doctest.
 #[cfg(doctest)]

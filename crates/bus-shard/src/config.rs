@@ -6,40 +6,39 @@
 
 use std::{num::NonZeroUsize, thread, time::Duration};
 
+use bus_core::limits;
+
 use crate::ShardError;
 
 /// Most shards a process runs. Shard indices live in the top 16 bits of a
 /// client id (spec §5), so this must not exceed 65 536.
-pub const MAX_SHARDS: u16 = 1024;
+pub const MAX_SHARDS: u16 = limits::MAX_SHARDS;
 /// Default capacity of each shard's cross-shard inbox, in frames.
-pub const DEFAULT_INBOX_CAPACITY_FRAMES: usize = 4096;
+pub const DEFAULT_INBOX_CAPACITY_FRAMES: usize = limits::SHARD_DEFAULT_INBOX_CAPACITY_FRAMES;
 /// Connections handed over from shard 0 that may wait for one target shard
 /// at once. Beyond it shard 0 closes the connection and counts it in
 /// [`ShardStats::handoffs_refused`](crate::ShardStats::handoffs_refused).
-pub const HANDOFF_QUEUE_CAPACITY: usize = 1024;
+pub const HANDOFF_QUEUE_CAPACITY: usize = limits::SHARD_HANDOFF_QUEUE_CAPACITY;
 /// Inbox messages one shard handles before it lets its connections run.
-pub const INBOX_BATCH_MESSAGES: usize = 256;
+pub const INBOX_BATCH_MESSAGES: usize = limits::SHARD_INBOX_BATCH_MESSAGES;
 /// Bound on starting every shard (runtime, bus, listeners).
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STARTUP_TIMEOUT: Duration = limits::SHARD_STARTUP_TIMEOUT;
 /// Bound on one [`Shards::stats`](crate::Shards::stats) round trip.
-pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+pub const STATS_TIMEOUT: Duration = limits::SHARD_STATS_TIMEOUT;
 /// What [`Shards::shutdown`](crate::Shards::shutdown) allows beyond the
 /// grace it is given: the bus's own 500 ms cancellation settle, dropping the
 /// runtime, and joining the thread.
-pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+pub const SHUTDOWN_MARGIN: Duration = limits::SHARD_SHUTDOWN_MARGIN;
 /// Grace of the shutdown started when a [`Shards`](crate::Shards) handle is
 /// dropped without [`Shards::shutdown`](crate::Shards::shutdown).
-pub const DROP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const DROP_SHUTDOWN_GRACE: Duration = limits::SHARD_DROP_SHUTDOWN_GRACE;
 /// Pause after a failed `accept` on shard 0, so a persistent error (out of
 /// file descriptors) does not spin the shard.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+pub const ACCEPT_ERROR_BACKOFF: Duration = limits::ACCEPT_ERROR_BACKOFF;
 /// Control requests (stats) that may wait for one shard at once.
-pub(crate) const CONTROL_QUEUE_CAPACITY: usize = 16;
+pub(crate) const CONTROL_QUEUE_CAPACITY: usize = limits::SHARD_CONTROL_QUEUE_CAPACITY;
 
-const _: () = assert!(MAX_SHARDS as u32 <= u16::MAX as u32 + 1);
-const _: () = assert!(INBOX_BATCH_MESSAGES >= 1);
 const _: () = assert!(HANDOFF_QUEUE_CAPACITY >= 1);
-const _: () = assert!(DEFAULT_INBOX_CAPACITY_FRAMES >= INBOX_BATCH_MESSAGES);
 
 /// How shard 0 spreads accepted connections over the shards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

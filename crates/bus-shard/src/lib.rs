@@ -77,6 +77,9 @@
 //! It does not move a connection after placement, balance load over time,
 //! or retry a send refused by a full inbox: the sender decides.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 mod error;
@@ -92,6 +95,7 @@ mod transport;
 pub use config::{Placement, ShardsConfig};
 pub use error::ShardError;
 pub use handler::ShardContext;
+pub use link::ForwardedReply;
 pub use monitor::Monitor;
 pub use shards::{Shards, ShardsBuilder};
 pub use stats::{ShardExit, ShardStats, ShardsShutdownReport};

@@ -16,7 +16,7 @@ use std::{
 };
 
 use async_channel::{Receiver, Sender, TrySendError};
-use bus_core::{ClientId, Frame, SendError};
+use bus_core::{ClientId, Frame, FrameMut, Peer, Reply, RequestError, SendError};
 
 use crate::{
     config::{CONTROL_QUEUE_CAPACITY, HANDOFF_QUEUE_CAPACITY},
@@ -32,6 +32,14 @@ pub(crate) enum Message {
     Broadcast(Frame),
     /// Queue `Frame` for the replica connection this shard owns.
     ToReplica(u8, Frame),
+    /// Send the frame as a request (spec §9) to the client (or the
+    /// replica link this shard owns) and hand its outcome to `reply`.
+    Request {
+        to: Peer,
+        frame: FrameMut,
+        timeout: Duration,
+        reply: Sender<Result<Frame, RequestError>>,
+    },
 }
 
 /// A socket accepted on shard 0 for the shard that will own it, before any
@@ -207,6 +215,65 @@ pub(crate) fn forward_to_replica(
         .get(usize::from(owner))
         .ok_or(SendError::NotConnected)?
         .post(Message::ToReplica(id, frame))
+}
+
+/// Sends `frame` as a request to client `id` through the owning shard's
+/// inbox; the owner issues the request on the connection and sends the
+/// outcome back. The reply future needs no runtime of its own (the owner
+/// keeps the timeout), so it can be awaited from any thread.
+pub(crate) fn forward_request(
+    links: &Links,
+    owners: &ReplicaOwners,
+    to: Peer,
+    frame: FrameMut,
+    timeout: Duration,
+) -> Result<ForwardedReply, RequestError> {
+    let not_connected = RequestError::Send(SendError::NotConnected);
+    let shard = match to {
+        Peer::Client(id) => id.shard(),
+        Peer::Replica(id) => owners.owner(id).ok_or(not_connected.clone())?,
+    };
+    let link = links.get(usize::from(shard)).ok_or(not_connected)?;
+    let (reply, outcome) = async_channel::bounded(1);
+    link.post(Message::Request {
+        to,
+        frame,
+        timeout,
+        reply,
+    })
+    .map_err(RequestError::Send)?;
+    Ok(ForwardedReply { outcome })
+}
+
+/// The reply to a request forwarded to another shard (see
+/// [`Shards::request_client`](crate::Shards::request_client)); `Send`, so
+/// any thread may await it.
+#[derive(Debug)]
+#[must_use = "dropping the reply forgets the request"]
+pub struct ForwardedReply {
+    outcome: Receiver<Result<Frame, RequestError>>,
+}
+
+impl ForwardedReply {
+    /// Waits for the outcome. A shard that stopped without answering
+    /// reports the connection as gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping it forgets the request (a late reply is
+    /// dropped and counted on the owning shard).
+    pub async fn outcome(self) -> Result<Frame, RequestError> {
+        self.outcome
+            .recv()
+            .await
+            .unwrap_or(Err(RequestError::Disconnected {
+                reason: bus_core::CloseReason::Cancelled,
+            }))
+    }
+
+    /// As a [`Reply`], for a bus's forwarder.
+    pub(crate) fn into_reply(self) -> Reply {
+        Reply::new(self.outcome())
+    }
 }
 
 /// Sends `frame` to client `id` through the owning shard's inbox.

@@ -28,10 +28,11 @@ use std::{
 };
 
 use bus_core::{
-    Bus, BusConfig, ClientId, Forwarder, Frame, Handler, SendError, transport::Listener as _,
+    Bus, BusConfig, ClientId, Forwarder, Frame, FrameMut, Handler, Peer, Reply, RequestError,
+    SendError, transport::Listener as _,
 };
 use bus_tcp::{TcpListener, TcpListenerConfig};
-use compio::runtime::{JoinHandle, RuntimeBuilder, time};
+use compio::runtime::{JoinHandle, time};
 use futures_util::{StreamExt, select_biased};
 
 use crate::{
@@ -116,7 +117,7 @@ where
     H: Handler,
 {
     let shard = seed.shard;
-    let mut builder = RuntimeBuilder::new();
+    let mut builder = bus_core::runtime::builder();
     if let Some(cpu) = seed.pin_cpu {
         builder.thread_affinity(HashSet::from([cpu]));
     }
@@ -348,9 +349,45 @@ fn deliver(bus: &Bus, counters: &Counters, message: Message) {
         Message::ToReplica(id, frame) => {
             bus.has_replica(id) && bus.send_to_replica(id, frame).is_ok()
         }
+        Message::Request {
+            to,
+            frame,
+            timeout,
+            reply,
+        } => match request_here(bus, to, frame, timeout) {
+            Ok(outcome) => {
+                // One waiter per outstanding request, so as bounded as the
+                // connection's request table; it ends at the reply, the
+                // timeout or the close, at the latest at shutdown.
+                compio::runtime::spawn(async move {
+                    let _ = reply.try_send(outcome.await);
+                })
+                .detach();
+                true
+            }
+            Err(err) => {
+                let _ = reply.try_send(Err(err));
+                false
+            }
+        },
     };
     if !delivered {
         bump(&counters.inbox_undeliverable);
+    }
+}
+
+/// A forwarded request, issued on this shard's own connection only (a stale
+/// replica owner entry must not send it on).
+fn request_here(
+    bus: &Bus,
+    to: Peer,
+    frame: FrameMut,
+    timeout: Duration,
+) -> Result<Reply, RequestError> {
+    match to {
+        Peer::Client(id) => bus.request_client(id, frame, timeout),
+        Peer::Replica(id) if bus.has_replica(id) => bus.request_replica(id, frame, timeout),
+        Peer::Replica(_) => Err(RequestError::Send(SendError::NotConnected)),
     }
 }
 
@@ -489,6 +526,25 @@ impl Forwarder for ShardForwarder {
             Err(_) => {}
         }
         sent
+    }
+
+    fn request(&self, to: Peer, frame: FrameMut, timeout: Duration) -> Result<Reply, RequestError> {
+        // This shard's own bus has already looked for a replica link: an
+        // owner entry naming this shard is stale.
+        if let Peer::Replica(id) = to
+            && self.owners.owner(id) == Some(self.shard)
+        {
+            return Err(RequestError::Send(SendError::NotConnected));
+        }
+        let sent = crate::link::forward_request(&self.links, &self.owners, to, frame, timeout);
+        match &sent {
+            Ok(_) => bump(&self.counters.forwarded),
+            Err(RequestError::Send(SendError::InboxFull)) => {
+                bump(&self.counters.forward_inbox_full);
+            }
+            Err(_) => {}
+        }
+        sent.map(crate::link::ForwardedReply::into_reply)
     }
 
     fn broadcast(&self, frame: &Frame) -> usize {

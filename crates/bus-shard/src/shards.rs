@@ -8,14 +8,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bus_core::{Bus, BusConfig, ClientId, Frame, Handler, SendError, transport::Listener};
+use bus_core::{
+    Bus, BusConfig, ClientId, Frame, FrameMut, Handler, Peer, RequestError, SendError,
+    transport::Listener,
+};
 use bus_tcp::TcpListenerConfig;
 
 use crate::{
     ShardError,
     config::{SHUTDOWN_MARGIN, STARTUP_TIMEOUT, ShardsConfig},
     handler::ShardContext,
-    link::{self, Links, Message, ReplicaOwners},
+    link::{self, ForwardedReply, Links, Message, ReplicaOwners},
     monitor::Monitor,
     shard::{self, Delegated, LocalListener, Ready, Seed, StartHook},
     stats::{ShardExit, ShardStats, ShardsShutdownReport},
@@ -359,6 +362,39 @@ impl Shards {
     /// waiting. `NotConnected` when no shard has a live connection to it.
     pub fn send_to_replica(&self, replica: u8, frame: Frame) -> Result<(), SendError> {
         link::forward_to_replica(&self.links, &self.owners, replica, frame)
+    }
+
+    /// Sends `frame` to client `id` as a request from the server (spec §9),
+    /// from any thread: the owning shard issues it on the connection (see
+    /// `Bus::request_client`) and the returned reply completes with the
+    /// client's frame, `Timeout` or `Disconnected`. Never waits; a full inbox
+    /// is `RequestError::Send(InboxFull)`.
+    pub fn request_client(
+        &self,
+        id: ClientId,
+        frame: FrameMut,
+        timeout: Duration,
+    ) -> Result<ForwardedReply, RequestError> {
+        link::forward_request(&self.links, &self.owners, Peer::Client(id), frame, timeout)
+    }
+
+    /// Sends `frame` to replica `replica` as a request (spec §9) from any
+    /// thread, through the shard that owns its link, as
+    /// [`Shards::request_client`] does for a client. `NotConnected` when no
+    /// shard has a live link to it.
+    pub fn request_replica(
+        &self,
+        replica: u8,
+        frame: FrameMut,
+        timeout: Duration,
+    ) -> Result<ForwardedReply, RequestError> {
+        link::forward_request(
+            &self.links,
+            &self.owners,
+            Peer::Replica(replica),
+            frame,
+            timeout,
+        )
     }
 
     /// Queues `frame` for every client on every shard, from outside any

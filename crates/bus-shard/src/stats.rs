@@ -41,7 +41,7 @@ pub struct ShardStats {
 }
 
 /// How one shard ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShardExit {
     /// The shard.

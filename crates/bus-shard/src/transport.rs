@@ -64,6 +64,7 @@ impl DelegatedTransport for Tcp {
 /// handshake runs in `establish` on the owning shard. A certificate reload
 /// through any clone of the `ServerTls` reaches every shard.
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 impl DelegatedTransport for bus_tls::ServerTls {
     type Connection = bus_tls::TlsIncoming;
 
@@ -82,6 +83,7 @@ impl DelegatedTransport for bus_tls::ServerTls {
 /// socket with the shared upgrade policy, limits and TLS state; the TLS
 /// handshake and the HTTP upgrade run in `establish` on the owning shard.
 #[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 impl DelegatedTransport for bus_ws::WsAcceptor {
     type Connection = bus_ws::WsConnection;
 

@@ -21,9 +21,9 @@ use crate::{
 };
 
 /// Default bound on a client's TLS handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = bus_core::limits::DEFAULT_HANDSHAKE_GRACE;
 /// Default socket buffering of a client session.
-pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_BUFFER_BYTES: usize = bus_core::limits::TLS_DEFAULT_BUFFER_BYTES;
 
 /// Client-side TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +205,7 @@ impl Connection for TlsOutgoing {
             .tls
             .handshake(self.tcp.into_stream())
             .await
-            .map_err(|err| Error::Handshake(format!("TLS: {err}")))?;
+            .map_err(|err| Error::handshake(TransportKind::Tls, err))?;
         Ok(stream::established(session, peer, &reading))
     }
 }

@@ -22,6 +22,9 @@
 //! This crate does no certificate issuance beyond the development
 //! certificate, and no revocation checking.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod certs;
 mod client;
@@ -34,7 +37,7 @@ mod stream;
 
 /// Smallest socket buffer the transport uses, whatever is configured: one
 /// full TLS record plus overhead fits.
-pub const MIN_BUFFER_BYTES: usize = 17 * 1024;
+pub const MIN_BUFFER_BYTES: usize = bus_core::limits::TLS_MIN_BUFFER_BYTES;
 
 pub use certs::{
     SELF_SIGNED_NAMES, SelfSignedPaths, ensure_self_signed, load_certificate_chain,

@@ -99,7 +99,7 @@ impl Connection for TlsIncoming {
             .tls
             .accept(self.tcp.into_stream(), reading.read_buffer_bytes)
             .await
-            .map_err(|err| Error::Handshake(format!("TLS: {err}")))?;
+            .map_err(|err| Error::handshake(TransportKind::Tls, err))?;
         Ok(stream::established(session, peer, &reading))
     }
 }

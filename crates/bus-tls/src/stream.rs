@@ -34,9 +34,8 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 
 use crate::identity::identity_of;
 
-/// Most slices handed to one vectored TLS write. Frames beyond it go in the
-/// next call of the same batch; the flush still happens once per batch.
-const MAX_IOV: usize = 64;
+/// Most slices handed to one vectored TLS write.
+const MAX_IOV: usize = bus_core::limits::TLS_MAX_IOV;
 
 /// Ceiling of compio's adapter buffers, as a multiple of their base size:
 /// they grow only while one TLS record or one flush needs more room.

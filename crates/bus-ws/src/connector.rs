@@ -27,6 +27,7 @@ pub async fn connect(
 ///
 /// [`establish`]: bus_core::transport::Connection::establish
 #[cfg(feature = "wss")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
 pub async fn connect_tls(
     addr: SocketAddr,
     config: &WsConnectorConfig,

@@ -17,6 +17,7 @@ pub enum WsError {
     Tcp(#[from] TcpError),
     /// TLS setup failed (WSS).
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     #[error(transparent)]
     Tls(#[from] bus_tls::TlsError),
     /// The WebSocket upgrade with a server failed or was refused.

@@ -57,6 +57,9 @@
 //! No `permessage-deflate`, no HTTP beyond the upgrade, no TLS of its own
 //! (certificates, reload and mutual TLS are `bus-tls`'s).
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod close;
 pub mod config;
@@ -70,6 +73,7 @@ mod upgrade;
 pub use config::{WsConnectorConfig, WsLimits, WsListenerConfig};
 pub use connector::connect;
 #[cfg(feature = "wss")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
 pub use connector::connect_tls;
 pub use error::WsError;
 pub use listener::{WsAcceptor, WsListener};

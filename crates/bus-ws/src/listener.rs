@@ -45,6 +45,7 @@ impl WsListener {
     /// client offering no ALPN is accepted too): build it with
     /// `TlsServerConfig::alpn = vec![bus_tls::ALPN_HTTP1.to_vec()]`.
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     pub fn bind_tls(config: &WsListenerConfig, tls: bus_tls::ServerTls) -> Result<Self, WsError> {
         Self::bind_with(config, WsAcceptor::new_tls(config, tls)?)
     }
@@ -103,6 +104,7 @@ impl WsAcceptor {
     /// `http/1.1` (spec §7): build it with
     /// `TlsServerConfig::alpn = vec![bus_tls::ALPN_HTTP1.to_vec()]`.
     #[cfg(feature = "wss")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wss")))]
     pub fn new_tls(config: &WsListenerConfig, tls: bus_tls::ServerTls) -> Result<Self, WsError> {
         let alpn = tls.rustls_config().alpn_protocols.clone();
         if !alpn.iter().any(|p| p == bus_tls::ALPN_HTTP1) {

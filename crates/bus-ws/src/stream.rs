@@ -122,7 +122,7 @@ impl Security {
                 let session = tls
                     .accept(stream, limits.read_buffer_bytes)
                     .await
-                    .map_err(|e| Error::Handshake(format!("TLS: {e}")))?;
+                    .map_err(|e| Error::handshake(TransportKind::Wss, e))?;
                 let identity = session.peer_identity();
                 Ok((Io::Tls(Box::new(session)), identity))
             }
@@ -131,7 +131,7 @@ impl Security {
                 let session = tls
                     .handshake(stream)
                     .await
-                    .map_err(|e| Error::Handshake(format!("TLS: {e}")))?;
+                    .map_err(|e| Error::handshake(TransportKind::Wss, e))?;
                 let identity = session.peer_identity();
                 Ok((Io::Tls(Box::new(session)), identity))
             }
@@ -213,11 +213,11 @@ impl Connection for WsConnection {
                 Some(config),
             )
             .await
-            .map_err(|e| Error::Handshake(format!("WebSocket upgrade: {e}")))?,
+            .map_err(|e| Error::handshake(kind, e))?,
             Side::Client(request) => {
                 async_tungstenite::client_async_with_config(*request, io, Some(config))
                     .await
-                    .map_err(|e| Error::Handshake(format!("WebSocket upgrade: {e}")))?
+                    .map_err(|e| Error::handshake(kind, e))?
                     .0
             }
         };

@@ -47,6 +47,9 @@
 //! The core ([`Bus`], [`Frame`], the transport traits; all of `bus-core` as
 //! [`core`]) is always available.
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The README's usage example is compiled as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
@@ -64,35 +67,44 @@ pub use bus_core::{
 };
 
 #[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 #[doc(inline)]
 pub use bus_tcp as tcp;
 
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 #[doc(inline)]
 pub use bus_tls as tls;
 
 #[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
 #[doc(inline)]
 pub use bus_quic as quic;
 #[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 #[doc(inline)]
 pub use bus_ws as ws;
 
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 #[doc(inline)]
 pub use bus_config as config;
 
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 #[doc(inline)]
 pub use bus_client as client;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 #[doc(no_inline)]
 pub use bus_client::{Client, ClientError, ClientOptions};
 #[cfg(feature = "shard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shard")))]
 #[doc(inline)]
 pub use bus_shard as shard;
 
 #[cfg(feature = "replica")]
+#[cfg_attr(docsrs, doc(cfg(feature = "replica")))]
 #[doc(inline)]
 pub use bus_replica as replica;
 

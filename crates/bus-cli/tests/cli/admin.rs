@@ -169,3 +169,169 @@ async fn connz_lists_a_connected_client() {
         "{json}"
     );
 }
+
+/// The admin endpoint's own limits (request head, connections at once, the
+/// I/O bound), served in-process from a source with no shards.
+mod limits {
+    use std::{
+        net::SocketAddr,
+        sync::Arc,
+        time::{Duration, Instant},
+    };
+
+    use bus_cli::admin::{
+        AdminServer, IO_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES, NodeInfo, ShardView,
+        StatsSource,
+    };
+    use bus_tests::within;
+    use compio::{
+        BufResult,
+        io::{AsyncRead, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    /// How much later than [`IO_TIMEOUT`] a timed-out request may be
+    /// answered on a loaded machine.
+    const TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+    struct NoShards;
+
+    impl StatsSource for NoShards {
+        fn shards(&self) -> Result<Vec<ShardView>, String> {
+            Ok(Vec::new())
+        }
+
+        fn is_shutting_down(&self) -> bool {
+            false
+        }
+    }
+
+    async fn admin() -> AdminServer {
+        let info = NodeInfo {
+            version: "test",
+            driver: "test".into(),
+        };
+        let listen = "127.0.0.1:0".parse().expect("addr");
+        within(
+            "admin start",
+            AdminServer::start(Arc::new(NoShards), listen, info, None),
+        )
+        .await
+        .expect("admin endpoint")
+    }
+
+    async fn open(addr: SocketAddr) -> TcpStream {
+        within("admin connect", TcpStream::connect(addr))
+            .await
+            .expect("connect")
+    }
+
+    async fn send(stream: &mut TcpStream, bytes: &[u8]) {
+        let BufResult(res, _) = within("admin write", stream.write_all(bytes.to_vec())).await;
+        res.expect("write");
+    }
+
+    /// Reads until the server closes; returns everything it sent.
+    async fn read_to_end(stream: &mut TcpStream) -> String {
+        let mut all = Vec::new();
+        loop {
+            let BufResult(res, chunk) =
+                within("admin answer", stream.read(Vec::with_capacity(4096))).await;
+            match res {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&all).into_owned(),
+                Ok(_) => all.extend_from_slice(&chunk),
+            }
+        }
+    }
+
+    fn status(response: &str) -> Option<u16> {
+        response
+            .strip_prefix("HTTP/1.1 ")?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    async fn get(addr: SocketAddr, head: &str) -> String {
+        let mut stream = open(addr).await;
+        send(&mut stream, head.as_bytes()).await;
+        read_to_end(&mut stream).await
+    }
+
+    #[compio::test]
+    async fn a_request_head_over_8_kib_gets_431_and_one_under_is_served() {
+        let server = admin().await;
+        let addr = server.local_addr();
+        // A head just under the limit, its end included, is served.
+        let filler = "a".repeat(MAX_REQUEST_HEAD_BYTES - 200);
+        let fits = format!("GET /healthz HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n");
+        assert!(fits.len() < MAX_REQUEST_HEAD_BYTES);
+        let answer = get(addr, &fits).await;
+        assert_eq!(status(&answer), Some(200), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+        // Twice the limit with no end in sight: refused once 8 KiB are in.
+        let filler = "a".repeat(2 * MAX_REQUEST_HEAD_BYTES);
+        let answer = get(
+            addr,
+            &format!("GET /healthz HTTP/1.1\r\nX-Filler: {filler}"),
+        )
+        .await;
+        assert_eq!(status(&answer), Some(431), "{answer}");
+        assert!(answer.ends_with("request head over 8 KiB\n"), "{answer}");
+        assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    }
+
+    #[compio::test]
+    async fn a_request_not_received_within_the_io_timeout_gets_408() {
+        let server = admin().await;
+        let mut stream = open(server.local_addr()).await;
+        let started = Instant::now();
+        // Half a request, then silence.
+        send(&mut stream, b"GET /healthz HTTP/1.1\r\n").await;
+        let answer = read_to_end(&mut stream).await;
+        let took = started.elapsed();
+        assert_eq!(status(&answer), Some(408), "{answer}");
+        assert!(
+            answer.ends_with("request not received in time\n"),
+            "{answer}"
+        );
+        assert!(
+            took >= IO_TIMEOUT && took <= IO_TIMEOUT + TIMEOUT_SLACK,
+            "answered after {took:?}, {IO_TIMEOUT:?} promised"
+        );
+    }
+
+    #[compio::test]
+    async fn connections_beyond_64_are_closed_at_once_and_the_slots_come_back() {
+        let server = admin().await;
+        let addr = server.local_addr();
+        assert_eq!(MAX_CONNECTIONS, 64, "the documented limit");
+        // 64 connections that never send a request hold every slot, each
+        // until its I/O timeout.
+        let mut held = Vec::with_capacity(MAX_CONNECTIONS);
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(open(addr).await);
+        }
+        let held_since = Instant::now();
+        // The server accepts in order: the next one finds no slot and is
+        // closed without an answer, long before any I/O timeout.
+        let mut extra = open(addr).await;
+        send(&mut extra, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        let answer = read_to_end(&mut extra).await;
+        assert_eq!(answer, "", "closed without an answer");
+        assert!(
+            held_since.elapsed() < IO_TIMEOUT,
+            "closed at once, not by a timeout: {:?}",
+            held_since.elapsed()
+        );
+        // Each held connection gets its 408; then the slots are free again.
+        for stream in &mut held {
+            let answer = read_to_end(stream).await;
+            assert_eq!(status(&answer), Some(408), "{answer}");
+        }
+        drop(held);
+        let answer = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status(&answer), Some(200), "{answer}");
+    }
+}

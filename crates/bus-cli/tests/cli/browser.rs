@@ -88,7 +88,7 @@ impl Browser {
         let child = match command.spawn() {
             Ok(child) => child,
             Err(err) if err.kind() == ErrorKind::NotFound => panic!(
-                "the demo page test needs a headless browser and `{}` was not found: \
+                "the browser tests (demo page, dashboard) need a headless browser and `{}` was not found: \
                  install it with `sudo apt-get install -y chromium` (Debian; `.ci/run` does \
                  this when it is missing), or set {BROWSER_ENV} to a Chromium or Chrome binary",
                 binary.display()
@@ -139,6 +139,28 @@ impl Browser {
             panic!("`{expression}` threw: {exception}");
         }
         answer["result"]["value"].clone()
+    }
+
+    /// Resizes `tab`'s viewport to `width` × `height` CSS pixels, as a
+    /// phone (`mobile`: touch, mobile viewport rules) or a desktop window.
+    pub(crate) fn set_viewport(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) {
+        self.call(
+            Some(&tab.session),
+            "Emulation.setDeviceMetricsOverride",
+            &json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        );
+    }
+
+    /// Captures `tab` as a PNG into `path` and returns its bytes.
+    pub(crate) fn screenshot(&mut self, tab: &Tab, path: &std::path::Path) -> Vec<u8> {
+        let shot = self.call(
+            Some(&tab.session),
+            "Page.captureScreenshot",
+            &json!({ "format": "png", "captureBeyondViewport": true }),
+        );
+        let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
+        std::fs::write(path, &png).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        png
     }
 
     /// Re-evaluates `condition` until it is `true`, failing the test with
@@ -245,6 +267,30 @@ impl Drop for Browser {
             let _ = std::fs::remove_dir_all(&self.profile);
         }
     }
+}
+
+/// Decodes standard base64 (`DevTools` sends binary data so); panics on a
+/// character outside the alphabet.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {:?}", char::from(c)),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &d)| acc | u32::from(d) << (18 - 6 * i));
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
 }
 
 /// In the forked child: the command pipe on fd 3, the message pipe on fd 4.

@@ -3,10 +3,10 @@
 //! on loopback with an ephemeral port; every wait is bounded.
 
 mod admin;
-#[cfg(feature = "ws")]
 mod browser;
 mod client;
 mod common;
+mod dashboard;
 #[cfg(feature = "ws")]
 mod demo;
 #[cfg(feature = "mesh")]

@@ -114,12 +114,68 @@ async fn sigterm_says_goodbye_shutting_down_to_every_client_and_exits_zero() {
     assert_eq!(client.state(), ConnectionState::Closed);
     // Grace: close_grace 5 s + close_peer_timeout 2 s + 1 s.
     let status = node.wait_exit(Duration::from_secs(8) + STEP);
+    let took = signalled.elapsed();
     assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(8), "exited within the grace");
+    // `raw` read the Goodbye and the end but never closes its side: the
+    // node waits close_peer_timeout (2 s by default) for it, no less.
     assert!(
-        signalled.elapsed() < Duration::from_secs(8),
-        "exited within the grace"
+        took >= Duration::from_secs(2),
+        "exited {took:?} after the signal, before close_peer_timeout ran out"
     );
     node.wait_line("stopped in");
+    drop(raw);
+}
+
+/// SIGINT stops the node like SIGTERM (`Goodbye(ShuttingDown)`, exit 0),
+/// within the documented bound and no sooner than its close bounds allow:
+/// with `close_grace` 1 s and `close_peer_timeout` 500 ms the grace is
+/// 1 + 0.5 + 1 = 2.5 s, the node returns within grace + 2 s, and a client
+/// that reads the Goodbye but never closes its side holds it for the
+/// 500 ms the node waits for that close.
+#[compio::test]
+async fn sigint_says_goodbye_and_exits_zero_within_its_close_bounds() {
+    let dir = bus_tests::pki::unique_dir("sigint");
+    let config = dir.join("bus.toml");
+    std::fs::write(
+        &config,
+        "[bus]\nclose_grace = \"1 s\"\nclose_peer_timeout = \"500 ms\"\n",
+    )
+    .expect("write config");
+    let mut node = ServeProcess::start(&[
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--tcp",
+        "127.0.0.1:0",
+    ]);
+    let mut raw = TcpClient::connect(node.tcp).await;
+    raw.send(&frames::app(ECHO, 1, 0)).await;
+    assert_eq!(raw.recv_frame().await.header().command_raw(), ECHO_REPLY);
+
+    let signalled = Instant::now();
+    node.signal(libc::SIGINT);
+    raw.expect_goodbye_then_close(GoodbyeReason::ShuttingDown)
+        .await;
+    let grace = Duration::from_millis(2500);
+    let status = node.wait_exit(grace + Duration::from_secs(2) + STEP);
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took <= grace + Duration::from_secs(2),
+        "exited {took:?} after SIGINT, grace {grace:?} + 2 s promised"
+    );
+    assert!(
+        took >= Duration::from_millis(500),
+        "exited {took:?} after SIGINT, before close_peer_timeout ran out"
+    );
+    let line = node.wait_line("SIGINT: shutting down");
+    assert!(line.contains("grace 2.5s"), "{line}");
+    let stopped = node.wait_line("stopped in");
+    assert!(
+        stopped.contains("1 connections said goodbye, 0 cancelled"),
+        "{stopped}"
+    );
+    drop(raw);
 }
 
 #[test]

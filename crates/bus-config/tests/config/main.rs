@@ -4,5 +4,6 @@ mod defaults;
 mod load;
 mod replica;
 mod tls;
+mod units;
 mod validate;
 mod ws;
