@@ -50,7 +50,11 @@ async fn read_request<C: RawClient>(client: &mut C) -> Frame {
     let request = client.recv_frame().await;
     assert_eq!(request.header().command_raw(), RECORD, "{request:?}");
     let id = request.header().request();
-    assert_ne!(id & SERVER_REQUEST_BIT, 0, "a server request id has bit 63 set");
+    assert_ne!(
+        id & SERVER_REQUEST_BIT,
+        0,
+        "a server request id has bit 63 set"
+    );
     request
 }
 
@@ -194,7 +198,10 @@ pub async fn a_request_completes_once_and_a_late_reply_is_dropped<T: TestTranspo
     let node = start::<T>(test_config()).await;
     let (mut client, peer) = connect::<T>(&node).await;
     let id = client_id(peer);
-    let answered = node.bus.request_client(id, question(10), LONG).expect("queued");
+    let answered = node
+        .bus
+        .request_client(id, question(10), LONG)
+        .expect("queued");
     let request = read_request(&mut client).await;
     client.send(&answer_to(&request, 3)).await;
     // The same answer twice: the second is late.
@@ -203,7 +210,10 @@ pub async fn a_request_completes_once_and_a_late_reply_is_dropped<T: TestTranspo
     assert_eq!(answer.header().request(), request.header().request());
 
     let short = Duration::from_millis(100);
-    let timing_out = node.bus.request_client(id, question(10), short).expect("queued");
+    let timing_out = node
+        .bus
+        .request_client(id, question(10), short)
+        .expect("queued");
     let late = read_request(&mut client).await;
     assert_eq!(
         within("the reply", timing_out).await,
@@ -217,7 +227,10 @@ pub async fn a_request_completes_once_and_a_late_reply_is_dropped<T: TestTranspo
     let stats = node.bus.stats().requests;
     assert_eq!(stats.replied, 1, "{stats:?}");
     assert_eq!(stats.timed_out, 1, "{stats:?}");
-    assert_eq!(stats.late_replies, 2, "the duplicate and the late one: {stats:?}");
+    assert_eq!(
+        stats.late_replies, 2,
+        "the duplicate and the late one: {stats:?}"
+    );
     // The handler saw only the Echo.
     let (_, seen) = node.events.frame().await;
     assert_eq!(seen.header().request(), 77);
@@ -233,8 +246,14 @@ pub async fn requests_beyond_the_cap_fail_at_once<T: TestTransport>() {
     let node = start::<T>(config).await;
     let (_client, peer) = connect::<T>(&node).await;
     let id = client_id(peer);
-    let first = node.bus.request_client(id, question(1), LONG).expect("queued");
-    let second = node.bus.request_client(id, question(1), LONG).expect("queued");
+    let first = node
+        .bus
+        .request_client(id, question(1), LONG)
+        .expect("queued");
+    let second = node
+        .bus
+        .request_client(id, question(1), LONG)
+        .expect("queued");
     let started = Instant::now();
     let third = node.bus.request_client(id, question(1), LONG);
     assert!(
@@ -244,7 +263,11 @@ pub async fn requests_beyond_the_cap_fail_at_once<T: TestTransport>() {
     assert!(started.elapsed() < PROMPTLY);
     assert_eq!(node.bus.stats().requests.outstanding, 2);
     drop((first, second));
-    assert_eq!(node.bus.stats().requests.outstanding, 0, "dropping forgets them");
+    assert_eq!(
+        node.bus.stats().requests.outstanding,
+        0,
+        "dropping forgets them"
+    );
     // A request to nobody is a send error.
     let nobody = bus_core::ClientId::from_raw(id.as_raw() + 1000);
     assert!(matches!(
