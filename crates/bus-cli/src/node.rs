@@ -77,7 +77,7 @@ pub const TIMED_OUT: u8 = 1;
 /// `Answer` status: the question could not be sent.
 pub const NOT_ASKED: u8 = 2;
 /// Wait for an answer when the `Ask` names no timeout.
-pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_millis(5000);
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Relay`: a client's broadcast body, from one replica to the others.
 pub const RELAY: u8 = 21;
 
