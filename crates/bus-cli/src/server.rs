@@ -218,6 +218,7 @@ impl Node {
 
     /// The replica mesh, when the node is in one.
     #[cfg(feature = "mesh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mesh")))]
     pub fn mesh(&self) -> Option<&bus_mesh::Mesh> {
         self.mesh.as_ref()
     }

@@ -35,6 +35,9 @@
 //! its replicas is the application's business (the reference node's
 //! `Relay` is in `bus-cli`).
 #![deny(missing_docs)]
+// docs.rs and `cargo xtask docs --docsrs` (nightly) show which feature
+// gates an item; `docsrs` is never set on stable builds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The README's example is compiled as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -109,5 +109,6 @@ pub use bus_shard as shard;
 pub use bus_replica as replica;
 
 #[cfg(feature = "mesh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mesh")))]
 #[doc(inline)]
 pub use bus_mesh as mesh;
