@@ -16,6 +16,7 @@ pub mod frames;
 pub mod leaks;
 pub mod pki;
 pub mod recorder;
+pub mod requests;
 pub mod scenarios;
 pub mod shard;
 pub mod transport;
@@ -122,6 +123,15 @@ macro_rules! transport_suite {
             unsealed_frame_from_a_replica_gets_checksum_mismatch,
             a_second_connection_for_a_replica_replaces_the_first,
             broadcast_local_stays_on_this_shard_and_broadcast_forwards,
+        );
+        $crate::instantiate_scenarios!(requests, $transport;
+            a_request_to_a_client_resolves_with_its_reply,
+            a_close_wakes_its_outstanding_request_at_once,
+            closing_one_connection_leaves_the_others_requests,
+            a_request_completes_once_and_a_late_reply_is_dropped,
+            requests_beyond_the_cap_fail_at_once,
+            the_shutdown_flush_runs_before_connections_close,
+            a_failing_or_hanging_shutdown_flush_is_reported,
         );
     };
 }

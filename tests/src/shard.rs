@@ -657,6 +657,62 @@ pub async fn a_frame_from_shard_a_reaches_a_client_on_shard_b_once_and_b_replies
     shutdown(shards, GRACE).await;
 }
 
+/// `Shards::request_client` from outside every shard reaches a client on
+/// each shard as a request from the server (spec §9); each client's answer
+/// comes back through the returned reply, and the handlers never see the
+/// answers. A request to a client that then disconnects completes with
+/// `Disconnected` at once.
+pub async fn a_request_from_outside_the_shards_gets_each_clients_reply<T: ShardTransport>() {
+    const LONG: Duration = Duration::from_secs(30);
+    let harness = Harness::new();
+    let shards = harness.start_probed::<T>(ShardsConfig::new(2));
+    let mut clients = connect_many::<T>(shards.local_addrs()[0], 2).await;
+    for (shard, client) in clients.iter_mut().enumerate() {
+        assert_eq!(usize::from(client.id.shard()), shard);
+        let body = format!("for shard {shard}");
+        let mut question = FrameMut::with_body(Command::from_u8(DELIVERY), body.as_bytes());
+        question.seal();
+        let reply = shards
+            .request_client(client.id, question, LONG)
+            .expect("forwarded");
+        let asked = client.expect(DELIVERY).await;
+        let id = asked.header().request();
+        assert_ne!(id & bus_core::SERVER_REQUEST_BIT, 0);
+        assert_eq!(asked.body(), body.as_bytes());
+        client.send(ANSWER_COMMAND, id, &[], b"answered").await;
+        let answer = within("the reply", reply.outcome())
+            .await
+            .expect("answered");
+        assert_eq!(answer.header().request(), id);
+        assert_eq!(answer.body(), b"answered");
+        assert_eq!(answer.header().client(), client.id.as_raw(), "stamped");
+        client.barrier().await;
+    }
+    let gone = clients.pop().expect("two clients");
+    let reply = shards
+        .request_client(gone.id, FrameMut::new(Command::from_u8(DELIVERY), 0), LONG)
+        .expect("forwarded");
+    drop(gone);
+    let started = std::time::Instant::now();
+    let outcome = within("the reply", reply.outcome()).await;
+    assert!(
+        matches!(outcome, Err(bus_core::RequestError::Disconnected { .. })),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Each answer completed its request on the owning shard (so no
+    // handler saw it), and the last request failed with its connection.
+    let stats = shards.stats().expect("stats");
+    let replied: Vec<u64> = stats.iter().map(|s| s.bus.requests.replied).collect();
+    assert_eq!(replied, [1, 1], "{stats:?}");
+    assert_eq!(stats[1].bus.requests.disconnected, 1);
+    drop(clients);
+    shutdown(shards, GRACE).await;
+}
+
+/// The command test clients answer server requests with.
+const ANSWER_COMMAND: u8 = 41;
+
 /// A broadcast from a handler on one shard reaches every client on every
 /// shard exactly once, the sender included.
 pub async fn broadcast_from_one_shard_reaches_every_client_on_every_shard_once<
@@ -917,6 +973,7 @@ macro_rules! shard_suite {
             a_panicking_handler_closes_only_its_connection_and_every_shard_keeps_serving,
             graceful_shutdown_says_goodbye_to_every_client_and_joins_every_thread,
             shutdown_delivers_what_the_inboxes_accepted_before_the_goodbye,
+            a_request_from_outside_the_shards_gets_each_clients_reply,
         );
     };
 }

@@ -426,7 +426,7 @@ const REASONS: [GoodbyeReason; GOODBYE_REASONS] = [
 /// The shard counters exported as `bus_<name>_total`, with their help text.
 type CounterField = (&'static str, &'static str, fn(&BusStats) -> u64);
 
-const COUNTERS: [CounterField; 11] = [
+const COUNTERS: [CounterField; 15] = [
     (
         "connections_accepted",
         "Connections accepted or installed.",
@@ -464,7 +464,44 @@ const COUNTERS: [CounterField; 11] = [
         "Connection tasks that panicked outside the handler.",
         |s| s.connection_panics,
     ),
+    (
+        "requests_replied",
+        "Requests from the node (spec §9) completed by the peer's reply.",
+        |s| s.requests.replied,
+    ),
+    (
+        "requests_timed_out",
+        "Requests from the node that gave up at their timeout.",
+        |s| s.requests.timed_out,
+    ),
+    (
+        "requests_disconnected",
+        "Requests from the node failed because their connection closed first.",
+        |s| s.requests.disconnected,
+    ),
+    (
+        "requests_late_replies",
+        "Replies that came after their request had given up (dropped).",
+        |s| s.requests.late_replies,
+    ),
 ];
+
+/// `bus_requests_outstanding`: requests from the node waiting for their
+/// reply, per shard.
+fn render_requests_outstanding(out: &mut String, shards: &[ShardView]) {
+    let _ = writeln!(
+        out,
+        "# HELP bus_requests_outstanding Requests from the node (spec §9) waiting for their reply."
+    );
+    let _ = writeln!(out, "# TYPE bus_requests_outstanding gauge");
+    for view in shards {
+        let _ = writeln!(
+            out,
+            "bus_requests_outstanding{{shard=\"{}\"}} {}",
+            view.shard, view.stats.requests.outstanding
+        );
+    }
+}
 
 /// Renders the Prometheus text exposition format (version 0.0.4).
 pub fn render_metrics(shards: &[ShardView], info: &NodeInfo) -> String {
@@ -505,6 +542,7 @@ pub fn render_metrics(shards: &[ShardView], info: &NodeInfo) -> String {
             );
         }
     }
+    render_requests_outstanding(&mut out, shards);
     for (name, help, get) in COUNTERS {
         family(&mut out, &format!("{name}_total"), "counter", help);
         for view in shards {

@@ -64,7 +64,7 @@ pub const TIMED_OUT: u8 = 1;
 /// `Answer` status: the question could not be sent.
 pub const NOT_ASKED: u8 = 2;
 /// Wait for an answer when the `Ask` names no timeout.
-pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_millis(5000);
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The node's handler on one shard of the shard layer (see
 /// [`handler`]).
@@ -83,8 +83,10 @@ pub struct NodeHandler {
 pub fn handler(ctx: &ShardContext, data_dir: Option<&Path>) -> NodeHandler {
     NodeHandler {
         monitor: ctx.monitor().clone(),
-        shutdown_record: data_dir
-            .map(|dir| dir.join("shutdown").join(format!("shard-{}.json", ctx.shard))),
+        shutdown_record: data_dir.map(|dir| {
+            dir.join("shutdown")
+                .join(format!("shard-{}.json", ctx.shard))
+        }),
     }
 }
 
@@ -168,8 +170,9 @@ fn respond(bus: &Bus, from: Peer, frame: Frame, remote: impl FnOnce() -> usize) 
             let _ = bus.send_to_client(id, broadcast_ack(request, addressed));
         }
         other => {
-            let detail =
-                format!("command {other} is not served by this node (16 Echo, 18 Broadcast, 22 Ask)");
+            let detail = format!(
+                "command {other} is not served by this node (16 Echo, 18 Broadcast, 22 Ask)"
+            );
             let _ = bus.close_client(id, GoodbyeReason::ProtocolViolation, &detail);
         }
     }

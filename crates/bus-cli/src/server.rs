@@ -81,8 +81,8 @@ impl Node {
         let started = compio::runtime::spawn_blocking(move || {
             builder.start(move |ctx: &bus_shard::ShardContext| node::handler(ctx, Some(&records)))
         })
-            .await
-            .map_err(|_| Error::Usage("the shard start-up thread panicked".into()))?;
+        .await
+        .map_err(|_| Error::Usage("the shard start-up thread panicked".into()))?;
         let shards = started.map_err(|error| start_error(error, config, &kinds))?;
         let listening = kinds
             .iter()

@@ -70,10 +70,7 @@ impl Responder {
     /// waits. Fails with [`ClientError::NotConnected`] when that connection
     /// is gone and [`ClientError::QueueFull`] when its send queue is full.
     pub fn answer(self, mut answer: FrameMut) -> Result<(), ClientError> {
-        if !matches!(
-            answer.header().command(),
-            bus_core::Command::Application(_)
-        ) {
+        if !matches!(answer.header().command(), bus_core::Command::Application(_)) {
             return Err(ClientError::InvalidFrame(
                 "an answer carries an application command (16..=255)",
             ));

@@ -77,8 +77,11 @@ pub trait Handler: 'static {
 
 /// An application's flush at shutdown (see [`Handler::on_shutdown`]).
 pub struct ShutdownFlush {
-    flush: Option<Pin<Box<dyn Future<Output = Result<(), FlushError>>>>>,
+    flush: Option<FlushFuture>,
 }
+
+/// The future of a flush.
+type FlushFuture = Pin<Box<dyn Future<Output = Result<(), FlushError>>>>;
 
 /// Why an application's flush failed.
 pub type FlushError = Box<dyn std::error::Error>;
@@ -813,7 +816,10 @@ impl Bus {
             Err(_) => FlushOutcome::TimedOut(bound),
         };
         if !outcome.is_done() {
-            tracing::error!(?outcome, "the application's shutdown flush did not complete");
+            tracing::error!(
+                ?outcome,
+                "the application's shutdown flush did not complete"
+            );
         }
         outcome
     }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, atomic::Ordering::Relaxed};
 
-use bus_core::{Bus, CloseReason, ConnectionInfo, Frame, Handler, Peer};
+use bus_core::{Bus, CloseReason, ConnectionInfo, Frame, Handler, Peer, ShutdownFlush};
 
 use crate::{Monitor, link::Shared};
 
@@ -55,5 +55,9 @@ impl<H: Handler> Handler for ShardHandler<H> {
             self.shared.live.fetch_sub(1, Relaxed);
         }
         self.inner.on_connection_lost(bus, peer, reason);
+    }
+
+    fn on_shutdown(&self, bus: &Bus) -> ShutdownFlush {
+        self.inner.on_shutdown(bus)
     }
 }

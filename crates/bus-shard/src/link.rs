@@ -207,9 +207,12 @@ impl ForwardedReply {
     /// Cancel safe: dropping it forgets the request (a late reply is
     /// dropped and counted on the owning shard).
     pub async fn outcome(self) -> Result<Frame, RequestError> {
-        self.outcome.recv().await.unwrap_or(Err(RequestError::Disconnected {
-            reason: bus_core::CloseReason::Cancelled,
-        }))
+        self.outcome
+            .recv()
+            .await
+            .unwrap_or(Err(RequestError::Disconnected {
+                reason: bus_core::CloseReason::Cancelled,
+            }))
     }
 
     /// As a [`Reply`], for a bus's forwarder.

@@ -3,6 +3,7 @@
 //! on loopback with an ephemeral port; every wait is bounded.
 
 mod admin;
+mod ask;
 mod browser;
 mod client;
 mod common;
