@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, deny, docs, examples, features, lint, miri, test};
+use crate::{Error, Result, deny, docs, examples, features, lint, miri, test, tidy};
 
 /// One check of the CI run; also runnable alone as `cargo xtask <task>`.
 #[derive(Debug)]
@@ -20,8 +20,9 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 9] = [
+const STEPS: [Step; 10] = [
     Step::new("fmt", "fmt", lint::fmt),
+    Step::new("tidy", "tidy", tidy::run),
     Step::new("clippy", "lint", lint::clippy),
     Step::new("examples", "examples", examples::build),
     Step::new("test", "test", test::run),

@@ -18,6 +18,7 @@ mod features;
 mod lint;
 mod miri;
 mod test;
+mod tidy;
 mod workspace;
 
 use std::fmt;
@@ -30,8 +31,11 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   ci          Run every check CI runs, in order, stopping at the first failure:
-              fmt, clippy, examples, test, miri, docs, docsrs, features, deny
+              fmt, tidy, clippy, examples, test, miri, docs, docsrs, features, deny
   fmt         cargo fmt --all -- --check
+  tidy        the shape of the sources: every file opens with a `//!` summary, no
+              library function over the length ratchet, no error variant built
+              from format!(..) in the library crates
   lint        cargo clippy --workspace --all-targets --all-features -- -D warnings
   examples    cargo build --workspace --examples --all-features (the test step runs some)
   test        the doctests, then cargo nextest run (ci profile; cargo test if nextest

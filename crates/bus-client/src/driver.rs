@@ -367,10 +367,11 @@ pub(crate) async fn drive(inner: Rc<Inner>) {
             break last;
         };
         if policy.max_attempts.is_some_and(|max| attempt >= max) {
-            break ClientError::NotConnected(format!(
-                "gave up on {} after {attempt} reconnect attempts: {last}",
-                inner.endpoint
-            ));
+            break ClientError::GaveUp {
+                endpoint: inner.endpoint.to_string(),
+                attempts: attempt,
+                last: Box::new(last),
+            };
         }
         let delay = policy.delay(attempt, rng.next());
         attempt = attempt.saturating_add(1);

@@ -77,6 +77,17 @@ pub enum ClientError {
     /// reconnect attempts ran out).
     #[error("not connected: {0}")]
     NotConnected(String),
+    /// Reconnecting gave up after the configured number of attempts in a
+    /// row.
+    #[error("gave up on {endpoint} after {attempts} reconnect attempts: {last}")]
+    GaveUp {
+        /// The node's URL.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// How the last one failed.
+        last: Box<ClientError>,
+    },
     /// The client was closed by the application.
     #[error("client closed")]
     Closed,

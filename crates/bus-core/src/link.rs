@@ -448,6 +448,9 @@ fn receive<D: Delivery>(link: &Link, frame: Frame, delivery: &D) -> bool {
     bump(&link.counters.bytes_in, frame.len() as u64);
     let (received, timer_moved) = {
         let mut core = link.core.borrow_mut();
+        if core.tracks_arrivals() {
+            core.frame_arrived_at(Instant::now());
+        }
         let received = core.receive(frame);
         (received, core.take_timer_moved())
     };

@@ -162,10 +162,11 @@ pub(crate) struct ConnCore {
     /// `next_deadline` changed without the driver knowing (the first frame
     /// disarmed its bound); see `take_timer_moved`.
     timer_moved: bool,
-    /// When the idle check runs next, and whether a frame arrived since it
-    /// was armed (so no clock is read per frame).
-    idle_deadline: Option<Instant>,
-    received_since_idle_check: bool,
+    /// When the last frame arrived (or the connection started), kept only
+    /// with an idle timeout: the driver reports arrivals with
+    /// [`ConnCore::frame_arrived_at`] then, so the close comes exactly one
+    /// timeout after the last frame.
+    last_frame_at: Option<Instant>,
     /// When the keep-alive check runs next, and whether a frame arrived
     /// since the last one.
     keepalive_deadline: Option<Instant>,
@@ -199,8 +200,7 @@ impl ConnCore {
         Self {
             first_frame_deadline: config.first_frame_grace.map(|g| now + g),
             timer_moved: false,
-            idle_deadline: config.idle_timeout.map(|t| now + t),
-            received_since_idle_check: false,
+            last_frame_at: config.idle_timeout.map(|_| now),
             keepalive_deadline: config.keepalive.map(|t| now + t),
             received_since_keepalive: false,
             queue: OutQueue::new(config.queue),
@@ -295,6 +295,26 @@ impl ConnCore {
         std::mem::take(&mut self.timer_moved)
     }
 
+    /// Whether the driver must report frame arrivals with
+    /// [`ConnCore::frame_arrived_at`] (only with an idle timeout: without
+    /// one no clock is read per frame).
+    pub(crate) fn tracks_arrivals(&self) -> bool {
+        self.last_frame_at.is_some()
+    }
+
+    /// A frame arrived at `now` (see [`ConnCore::tracks_arrivals`]).
+    pub(crate) fn frame_arrived_at(&mut self, now: Instant) {
+        if self.last_frame_at.is_some() {
+            self.last_frame_at = Some(now);
+        }
+    }
+
+    /// When the idle timeout closes the connection, if nothing arrives
+    /// before.
+    fn idle_deadline(&self) -> Option<Instant> {
+        Some(self.last_frame_at? + self.config.idle_timeout?)
+    }
+
     /// Whether sends are accepted (the connection is open).
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open
@@ -373,7 +393,6 @@ impl ConnCore {
         if self.first_frame_deadline.take().is_some() {
             self.timer_moved = true;
         }
-        self.received_since_idle_check = true;
         self.received_since_keepalive = true;
         match frame.header().command() {
             command @ (Command::Application(_) | Command::Pong) => {
@@ -589,7 +608,7 @@ impl ConnCore {
         match self.phase {
             Phase::Open => [
                 self.first_frame_deadline,
-                self.idle_deadline,
+                self.idle_deadline(),
                 self.keepalive_deadline,
             ]
             .into_iter()
@@ -626,22 +645,14 @@ impl ConnCore {
                     }
                     self.keepalive_deadline = Some(now + interval);
                 }
-                if let (Some(due), Some(timeout)) = (self.idle_deadline, self.config.idle_timeout)
-                    && now >= due
-                {
-                    if std::mem::take(&mut self.received_since_idle_check) {
-                        // Traffic since the last check: look again one
-                        // timeout from now.
-                        self.idle_deadline = Some(now + timeout);
-                    } else {
-                        let reason = GoodbyeReason::IdleTimeout;
-                        self.close(
-                            reason,
-                            "no frame received within idle_timeout",
-                            CloseReason::Closed(reason),
-                            now,
-                        );
-                    }
+                if self.idle_deadline().is_some_and(|due| now >= due) {
+                    let reason = GoodbyeReason::IdleTimeout;
+                    self.close(
+                        reason,
+                        "no frame received within idle_timeout",
+                        CloseReason::Closed(reason),
+                        now,
+                    );
                 }
             }
             Phase::Closing { .. } | Phase::Draining => {

@@ -91,7 +91,7 @@ fn tls_transport(
 ) -> Result<Transport<bus_tls::TlsSource, bus_tls::TlsWriter>, HandshakeError> {
     let exporter = session
         .export_keying_material::<32>(TLS_EXPORTER_LABEL)
-        .map_err(|e| HandshakeError::Tls(format!("no exporter value: {e}")))?;
+        .map_err(|e| HandshakeError::NoExporter(e.to_string()))?;
     let mut info = ConnectionInfo::new(TransportKind::Tls, peer_addr);
     info.identity = session.peer_identity();
     let (reader, writer) = bus_tls::frame_halves(session, settings);
@@ -132,7 +132,7 @@ async fn dial_connection(
     };
     let client = tls
         .client(peer.id)
-        .ok_or_else(|| HandshakeError::Tls(format!("no TLS client for replica {}", peer.id)))?;
+        .ok_or(HandshakeError::NoTlsClient { replica: peer.id })?;
     let session = match time::timeout_at(deadline, client.handshake(tcp.into_stream())).await {
         Ok(Ok(session)) => session,
         Ok(Err(err)) => return Err(HandshakeError::Tls(err.to_string())),

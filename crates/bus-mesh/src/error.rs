@@ -38,6 +38,15 @@ pub enum HandshakeError {
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// The TLS session gave no exporter value to bind the MACs to.
+    #[error("no TLS exporter value for the replica binding: {0}")]
+    NoExporter(String),
+    /// No TLS client setup exists for this dialed peer.
+    #[error("no TLS client for replica {replica}")]
+    NoTlsClient {
+        /// The peer.
+        replica: u8,
+    },
     /// The whole handshake did not finish within `handshake_grace`.
     #[error("handshake did not complete within {0:?}")]
     Timeout(Duration),
@@ -69,7 +78,7 @@ impl HandshakeError {
     pub fn reason(&self) -> FailureReason {
         match self {
             Self::Connect(_) => FailureReason::Connect,
-            Self::Tls(_) => FailureReason::Tls,
+            Self::Tls(_) | Self::NoExporter(_) | Self::NoTlsClient { .. } => FailureReason::Tls,
             Self::Timeout(_) => FailureReason::Timeout,
             Self::Io(_) | Self::ShuttingDown => FailureReason::Io,
             Self::Refused(refusal) => match refusal {

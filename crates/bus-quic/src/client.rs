@@ -45,7 +45,10 @@ impl ClientQuic {
                 let der = bus_tls::load_private_key(key)?;
                 builder
                     .with_client_auth_cert(chain, der)
-                    .map_err(|err| QuicError::Crypto(format!("{}: {err}", key.display())))?
+                    .map_err(|source| QuicError::ClientCertificate {
+                        key: key.clone(),
+                        source,
+                    })?
             }
         };
         rustls.alpn_protocols.clone_from(&config.alpn);
@@ -60,8 +63,9 @@ impl ClientQuic {
         server_name: &str,
         config: &QuicClientConfig,
     ) -> Result<Self, QuicError> {
-        ServerName::try_from(server_name.to_owned()).map_err(|err| {
-            QuicError::Crypto(format!("server name `{server_name}` is not valid: {err}"))
+        ServerName::try_from(server_name.to_owned()).map_err(|source| QuicError::ServerName {
+            name: server_name.to_owned(),
+            source,
         })?;
         let quic = setup::client_config(rustls, &config.tuning)?;
         let socket = setup::udp_socket(config.bind, &config.tuning)?;

@@ -60,6 +60,22 @@ pub enum QuicError {
         /// The client.
         peer: SocketAddr,
     },
+    /// The name to verify the server's certificate against is not valid.
+    #[error("server name `{name}` is not valid: {source}")]
+    ServerName {
+        /// The name as given.
+        name: String,
+        /// Why it is not valid.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The client certificate and key cannot be used together.
+    #[error("client certificate with key {}: {source}", key.display())]
+    ClientCertificate {
+        /// The key file.
+        key: std::path::PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
     /// Connecting to a server failed.
     #[error("cannot connect to {addr} over QUIC: {problem}")]
     Connect {

@@ -171,29 +171,16 @@ where
         count,
         monitor: Monitor::new(links.clone(), owners.clone()),
     };
-    let handler = ShardHandler {
-        inner: factory(&context),
-        shared: me.shared.clone(),
-        owners: owners.clone(),
-    };
     bus_config.shard = shard;
-    let bus = match Bus::with_budget(bus_config, handler, budget) {
-        Ok(bus) => bus,
-        Err(source) => {
-            fail(ShardError::Bus { shard, source });
+    let (bus, counters) = match start_bus(
+        &context, factory, bus_config, budget, &links, owners, &hooks,
+    ) {
+        Ok(started) => started,
+        Err(error) => {
+            fail(error);
             return None;
         }
     };
-    let counters = Rc::new(Counters::default());
-    bus.set_forwarder(Rc::new(ShardForwarder {
-        shard,
-        links: links.clone(),
-        owners,
-        counters: counters.clone(),
-    }));
-    for hook in hooks.iter() {
-        hook(&bus, &context);
-    }
 
     let mut addrs = Vec::new();
     let mut accepting: Vec<JoinHandle<()>> = Vec::new();
@@ -244,6 +231,43 @@ where
     let grace = mailbox_loop(&bus, me, &mut mailbox, &installers, &counters).await;
 
     Some(stop(&bus, me, &mut mailbox, &counters, accepting, grace).await)
+}
+
+/// The shard's bus: the application's handler (wrapped for the shard
+/// layer's counts), the forwarder to the other shards, then the start
+/// hooks.
+fn start_bus<F, H>(
+    context: &ShardContext,
+    factory: &F,
+    config: BusConfig,
+    budget: bus_core::InboundBudget,
+    links: &Links,
+    owners: Arc<ReplicaOwners>,
+    hooks: &[StartHook],
+) -> Result<(Bus, Rc<Counters>), ShardError>
+where
+    F: Fn(&ShardContext) -> H,
+    H: Handler,
+{
+    let shard = context.shard;
+    let handler = ShardHandler {
+        inner: factory(context),
+        shared: links[usize::from(shard)].shared.clone(),
+        owners: owners.clone(),
+    };
+    let bus = Bus::with_budget(config, handler, budget)
+        .map_err(|source| ShardError::Bus { shard, source })?;
+    let counters = Rc::new(Counters::default());
+    bus.set_forwarder(Rc::new(ShardForwarder {
+        shard,
+        links: links.clone(),
+        owners,
+        counters: counters.clone(),
+    }));
+    for hook in hooks {
+        hook(&bus, context);
+    }
+    Ok((bus, counters))
 }
 
 /// Stops the shard: no more accepting or taking in, what was accepted is

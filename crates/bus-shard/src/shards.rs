@@ -160,25 +160,7 @@ impl ShardsBuilder {
         })?;
         let count = self.config.resolved_count();
         let listener_count = self.listeners.len();
-        let mut delegated = Vec::new();
-        let mut local: Vec<Vec<(usize, LocalListener)>> = (0..count).map(|_| Vec::new()).collect();
-        for (index, spec) in self.listeners.into_iter().enumerate() {
-            match spec {
-                Spec::Delegated(config, installer) => delegated.push(Delegated {
-                    index,
-                    config,
-                    installer,
-                }),
-                Spec::Local(shard, make) => local
-                    .get_mut(usize::from(shard))
-                    .ok_or(ShardError::NoSuchShard {
-                        listener: index,
-                        shard,
-                        count,
-                    })?
-                    .push((index, make)),
-            }
-        }
+        let (delegated, local) = split_listeners(self.listeners, count)?;
 
         let (links, mailboxes): (Vec<_>, Vec<_>) = (0..count)
             .map(|_| link::channel(self.config.inbox_capacity_frames))
@@ -256,6 +238,37 @@ impl ShardsBuilder {
             }
         }
     }
+}
+
+/// The listeners one shard serves itself, with their declaration index.
+type ShardLocal = Vec<(usize, LocalListener)>;
+
+/// The declared listeners: those shard 0 accepts for every shard, and
+/// those each shard serves itself (by shard).
+fn split_listeners(
+    listeners: Vec<Spec>,
+    count: u16,
+) -> Result<(Vec<Delegated>, Vec<ShardLocal>), ShardError> {
+    let mut delegated = Vec::new();
+    let mut local: Vec<ShardLocal> = (0..count).map(|_| Vec::new()).collect();
+    for (index, spec) in listeners.into_iter().enumerate() {
+        match spec {
+            Spec::Delegated(config, installer) => delegated.push(Delegated {
+                index,
+                config,
+                installer,
+            }),
+            Spec::Local(shard, make) => local
+                .get_mut(usize::from(shard))
+                .ok_or(ShardError::NoSuchShard {
+                    listener: index,
+                    shard,
+                    count,
+                })?
+                .push((index, make)),
+        }
+    }
+    Ok((delegated, local))
 }
 
 /// Waits until every shard reported ready; returns the listeners' addresses

@@ -108,8 +108,11 @@ impl ClientTls {
     /// Uses a rustls config built elsewhere (for example with other
     /// protocol versions or ALPN, to test a server's refusals).
     pub fn from_rustls(rustls: Arc<ClientConfig>, server_name: &str) -> Result<Self, TlsError> {
-        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|err| {
-            TlsError::Config(format!("server name `{server_name}` is not valid: {err}"))
+        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|source| {
+            TlsError::ServerName {
+                name: server_name.to_owned(),
+                source,
+            }
         })?;
         Ok(Self {
             rustls,

@@ -50,6 +50,15 @@ pub enum TlsError {
     /// A configuration value is unusable.
     #[error("invalid TLS configuration: {0}")]
     Config(String),
+    /// The name to verify the server's certificate against is not a valid
+    /// DNS name or IP address.
+    #[error("server name `{name}` is not valid: {source}")]
+    ServerName {
+        /// The name as given.
+        name: String,
+        /// Why it is not valid.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
     /// Dialing the TCP connection failed.
     #[error(transparent)]
     Tcp(#[from] bus_tcp::TcpError),

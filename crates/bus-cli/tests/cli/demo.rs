@@ -86,7 +86,8 @@ async fn demo_page_chats_with_a_rust_client_in_headless_chromium() {
     let connz: serde_json::Value = serde_json::from_str(&connz).expect("JSON");
     let page_conn = &connz["shards"][0]["connections"][0];
     assert_eq!(page_conn["transport"], "ws", "{connz}");
-    assert_eq!(page_conn["frames_in"], 1, "{connz}");
+    // The page's opening Ping (spec §7) and its Echo.
+    assert_eq!(page_conn["frames_in"], 2, "{connz}");
 
     // A Rust client's Broadcast over TCP shows up in the page.
     let client = within(

@@ -343,11 +343,20 @@ fn idle_timeout_closes_a_silent_connection_and_traffic_resets_it() {
         t0,
     );
     assert_eq!(core.next_deadline(), Some(t0 + idle));
+    assert!(core.tracks_arrivals());
+    let t1 = t0 + Duration::from_secs(1);
+    core.frame_arrived_at(t1);
     let _ = core.receive(app(16, 1, b""));
     core.tick(t0 + idle);
     assert!(core.is_open(), "a frame arrived within the timeout");
-    assert_eq!(core.next_deadline(), Some(t0 + idle + idle), "re-armed");
-    core.tick(t0 + idle + idle);
+    assert_eq!(
+        core.next_deadline(),
+        Some(t1 + idle),
+        "one timeout after the last frame"
+    );
+    core.tick(t1 + just_under(idle));
+    assert!(core.is_open());
+    core.tick(t1 + idle);
     assert!(!core.is_open());
     let (written, _) = drain_writer(&mut core);
     assert_eq!(goodbye_of(&written[0]).reason, GoodbyeReason::IdleTimeout);
