@@ -17,19 +17,14 @@ const EVERY_TRANSPORT: [&str; 5] = ["tcp", "tls", "ws", "wss", "quic"];
 /// The timeout of an `Ask` nobody answers.
 const MILLIS: u32 = 200;
 
-fn every_transport() -> ServeProcess {
-    ServeProcess::start(&[
-        "--tcp",
-        "127.0.0.1:0",
-        "--tls",
-        "127.0.0.1:0",
-        "--ws",
-        "127.0.0.1:0",
-        "--wss",
-        "127.0.0.1:0",
-        "--quic",
-        "127.0.0.1:0",
-    ])
+/// `bus serve` on every transport, with `extra` flags.
+fn every_transport(extra: &[&str]) -> ServeProcess {
+    let mut args = vec![];
+    for scheme in EVERY_TRANSPORT {
+        args.extend([format!("--{scheme}"), "127.0.0.1:0".to_owned()]);
+    }
+    args.extend(extra.iter().map(|&a| a.to_owned()));
+    ServeProcess::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 async fn connect(node: &ServeProcess, scheme: &str) -> Client {
@@ -50,7 +45,7 @@ fn ask(body: &[u8], millis: u32) -> FrameMut {
 
 #[compio::test]
 async fn ask_is_answered_with_the_clients_answer_over_every_transport() {
-    let mut node = every_transport();
+    let mut node = every_transport(&[]);
     for scheme in EVERY_TRANSPORT {
         let client = connect(&node, scheme).await;
         let body = format!("what is {scheme}?");
@@ -86,20 +81,7 @@ async fn ask_is_answered_with_the_clients_answer_over_every_transport() {
 
 #[compio::test]
 async fn an_unanswered_ask_times_out_over_every_transport() {
-    let mut node = ServeProcess::start(&[
-        "--tcp",
-        "127.0.0.1:0",
-        "--tls",
-        "127.0.0.1:0",
-        "--ws",
-        "127.0.0.1:0",
-        "--wss",
-        "127.0.0.1:0",
-        "--quic",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let mut node = every_transport(&["--admin", "127.0.0.1:0"]);
     for scheme in EVERY_TRANSPORT {
         let client = connect(&node, scheme).await;
         let started = Instant::now();
