@@ -35,6 +35,7 @@ pub mod node;
 pub mod ping;
 pub mod plot;
 pub mod replicaz;
+pub mod rlimit;
 pub mod serve;
 pub mod server;
 pub mod signals;

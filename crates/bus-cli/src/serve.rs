@@ -30,18 +30,35 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, Error> {
     let (config, source) = build_config(args)?;
     Node::check(&config)?;
     init_logging(config.log.level);
+    // Before anything opens a descriptor of its own.
+    let descriptors = crate::rlimit::raise_nofile();
     let runtime = compio::runtime::Runtime::new().map_err(|source| Error::Io {
         what: "cannot start the compio runtime",
         source,
     })?;
     let driver = format!("{:?}", runtime.driver_type());
-    runtime.block_on(serve(config, source, driver, args.data_dir.clone()))
+    let descriptors = match descriptors {
+        Ok(d) => d.summary(config.bus.max_connections),
+        Err(err) => format!("descriptors: cannot read or raise RLIMIT_NOFILE: {err}"),
+    };
+    let started = Started {
+        source,
+        driver,
+        descriptors,
+    };
+    runtime.block_on(serve(config, started, args.data_dir.clone()))
+}
+
+/// What start-up found, for the summary.
+struct Started {
+    source: String,
+    driver: String,
+    descriptors: String,
 }
 
 async fn serve(
     config: Config,
-    source: String,
-    driver: String,
+    started: Started,
     data_dir: Option<PathBuf>,
 ) -> Result<ExitCode, Error> {
     // Before anything listens: from here on the signals are ours.
@@ -51,11 +68,11 @@ async fn serve(
     })?;
     let info = NodeInfo {
         version: env!("CARGO_PKG_VERSION"),
-        driver: driver.clone(),
+        driver: started.driver.clone(),
     };
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     let node = Node::start(&config, info, &data_dir).await?;
-    print!("{}", summary(&config, &node, &source, &driver, &data_dir));
+    print!("{}", summary(&config, &node, &started, &data_dir));
     let grace = shutdown_grace(&config);
     let signal = loop {
         match signals.next().await {
@@ -136,13 +153,8 @@ pub fn shutdown_grace(config: &Config) -> Duration {
     config.bus.close_grace + config.bus.close_peer_timeout + Duration::from_secs(1)
 }
 
-fn summary(
-    config: &Config,
-    node: &Node,
-    source: &str,
-    driver: &str,
-    data_dir: &std::path::Path,
-) -> String {
+fn summary(config: &Config, node: &Node, started: &Started, data_dir: &std::path::Path) -> String {
+    let (source, driver) = (&started.source, &started.driver);
     let mut out = String::new();
     let shards = node.shard_count();
     let _ = writeln!(
@@ -201,6 +213,7 @@ fn summary(
         };
         let _ = writeln!(out, "  certificate: {} ({how})", cert.display());
     }
+    let _ = writeln!(out, "  {}", started.descriptors);
     let _ = writeln!(
         out,
         "  max message {}, handshake grace {}, Ctrl-C or SIGTERM stops gracefully",

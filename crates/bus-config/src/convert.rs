@@ -40,6 +40,7 @@ impl Config {
         config.require_sealed_replicas = self.replicas.require_sealed;
         config.replica_keepalive = self.replicas.keepalive;
         config.replica_idle_timeout = self.replicas.idle_timeout;
+        config.max_connections = bus.max_connections;
         config.slow_consumer = match bus.slow_consumer {
             SlowConsumer::Keep => SlowConsumerPolicy::Keep,
             SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,
@@ -52,6 +53,7 @@ impl Config {
         let mut config = TcpListenerConfig::new(self.tcp.listen);
         config.backlog = self.tcp.backlog;
         config.nodelay = self.tcp.nodelay;
+        config.max_handshakes = self.tcp.max_handshakes;
         config
     }
 
@@ -68,6 +70,7 @@ impl Config {
     pub fn tls_listener_config(&self) -> TcpListenerConfig {
         let mut config = self.tcp_listener_config();
         config.listen = self.tls.listen;
+        config.max_handshakes = self.tls.max_handshakes;
         config
     }
 
@@ -124,6 +127,7 @@ impl Config {
     fn ws_section_config(&self, section: &crate::WsSection) -> bus_ws::WsListenerConfig {
         let mut tcp = self.tcp_listener_config();
         tcp.listen = section.listen;
+        tcp.max_handshakes = section.max_handshakes;
         let mut config = bus_ws::WsListenerConfig::new(section.listen);
         config.tcp = tcp;
         config.path.clone_from(&section.path);

@@ -87,6 +87,9 @@ pub struct BusSection {
     pub require_sealed_clients: bool,
     /// What happens when a connection's outbound queue is full (spec §6).
     pub slow_consumer: SlowConsumer,
+    /// Most live client connections on the node, across every listener and
+    /// shard (QUIC included); one more is refused right after accept.
+    pub max_connections: usize,
 }
 
 /// What the bus does with a connection whose outbound queue is full
@@ -115,6 +118,9 @@ pub struct TcpSection {
     pub backlog: u32,
     /// Set `TCP_NODELAY` on every socket.
     pub nodelay: bool,
+    /// Most connections of this listener between accept and a usable
+    /// connection at once; one more is closed right after accept.
+    pub max_handshakes: usize,
     /// Bound on dialing a peer.
     #[serde(deserialize_with = "de::duration")]
     pub connect_timeout: Duration,
@@ -131,6 +137,9 @@ pub struct TlsSection {
     /// Address to bind.
     #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
+    /// Most TLS handshakes in flight on this listener at once; one more is
+    /// closed right after accept, before its ClientHello is read.
+    pub max_handshakes: usize,
     /// PEM certificate chain; set together with [`key`](Self::key).
     pub cert: Option<PathBuf>,
     /// PEM private key; set together with [`cert`](Self::cert).
@@ -155,6 +164,10 @@ pub struct WsSection {
     /// Address to bind.
     #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
+    /// Most upgrades (and, for WSS, TLS handshakes) in flight on this
+    /// listener at once; one more gets an HTTP `503` (WSS: is closed)
+    /// right after accept.
+    pub max_handshakes: usize,
     /// HTTP path of the upgrade request; starts with `/`.
     pub path: String,
     /// Origins allowed to connect (`https://host[:port]`); empty does not

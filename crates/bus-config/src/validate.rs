@@ -76,6 +76,7 @@ impl Config {
             MAX_MESSAGE_SIZE,
         )?;
         at_least("bus.queue_capacity_frames", bus.queue_capacity_frames, 1)?;
+        at_least("bus.max_connections", bus.max_connections, 1)?;
         for (field, bytes) in [
             ("bus.queue_capacity_bytes", bus.queue_capacity_bytes),
             ("bus.inbound_budget", bus.inbound_budget),
@@ -113,11 +114,13 @@ impl Config {
 
     fn validate_tcp(&self) -> Result<(), Error> {
         in_range("tcp.backlog", self.tcp.backlog, BACKLOG)?;
+        at_least("tcp.max_handshakes", self.tcp.max_handshakes, 1)?;
         positive("tcp.connect_timeout", self.tcp.connect_timeout)
     }
 
     fn validate_tls(&self) -> Result<(), Error> {
         let tls = &self.tls;
+        at_least("tls.max_handshakes", tls.max_handshakes, 1)?;
         match (&tls.cert, &tls.key) {
             (Some(_), None) => {
                 return Err(Error::invalid(
@@ -158,6 +161,7 @@ impl Config {
     }
 
     fn validate_ws(&self, section: &str, ws: &WsSection) -> Result<(), Error> {
+        at_least(&format!("{section}.max_handshakes"), ws.max_handshakes, 1)?;
         check(
             ws.path.starts_with('/'),
             format!("{section}.path"),

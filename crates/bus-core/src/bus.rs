@@ -20,6 +20,7 @@ use compio::runtime::time;
 use futures_util::FutureExt;
 
 use crate::{
+    admission::{Admitted, Gate},
     budget::InboundBudget,
     buf::{Frame, FrameMut},
     config::BusConfig,
@@ -456,13 +457,43 @@ impl Bus {
         Ok(())
     }
 
+    /// As [`Bus::serve`], with every accepted connection admitted through
+    /// `gate` first: beyond its caps a connection is dropped (closed) at
+    /// once, before its handshake, counted in the gate and logged at a
+    /// bounded rate. An admitted connection holds its slot until it ends.
+    pub fn serve_admitted<L: Listener>(&self, listener: L, gate: Gate) -> Result<(), Error> {
+        self.ensure_running()?;
+        self.inner
+            .intake
+            .spawn(driver::accept_loop_admitted(self.clone(), listener, gate));
+        Ok(())
+    }
+
     /// Takes over a client connection accepted elsewhere (for example on
     /// another shard, handed over as a file descriptor).
     pub fn install<C: Connection>(&self, connection: C) -> Result<(), Error> {
         self.ensure_running()?;
         self.inner
             .intake
-            .spawn(driver::handshake(self.clone(), connection, None));
+            .spawn(driver::handshake(self.clone(), connection, None, None));
+        Ok(())
+    }
+
+    /// As [`Bus::install`], for a connection admitted elsewhere (shard 0's
+    /// accept loop): its handshake slot goes back when the handshake ends,
+    /// its connection slot when the connection ends.
+    pub fn install_admitted<C: Connection>(
+        &self,
+        connection: C,
+        admitted: Admitted,
+    ) -> Result<(), Error> {
+        self.ensure_running()?;
+        self.inner.intake.spawn(driver::handshake(
+            self.clone(),
+            connection,
+            None,
+            Some(admitted),
+        ));
         Ok(())
     }
 
@@ -472,9 +503,12 @@ impl Bus {
     /// `require_sealed_replicas` is off.
     pub fn install_replica<C: Connection>(&self, connection: C, replica: u8) -> Result<(), Error> {
         self.ensure_running()?;
-        self.inner
-            .intake
-            .spawn(driver::handshake(self.clone(), connection, Some(replica)));
+        self.inner.intake.spawn(driver::handshake(
+            self.clone(),
+            connection,
+            Some(replica),
+            None,
+        ));
         Ok(())
     }
 
@@ -685,7 +719,7 @@ impl Bus {
             .ok_or(AdoptError::ShuttingDown)?;
         self.inner
             .connections
-            .spawn(driver::run(self.clone(), conn, reader, writer));
+            .spawn(driver::run(self.clone(), conn, reader, writer, None));
         Ok(())
     }
 

@@ -73,6 +73,11 @@ pub struct BusConfig {
     /// with `Goodbye(IdleTimeout)`; `None` disables it. Longer than
     /// `replica_keepalive`.
     pub replica_idle_timeout: Option<Duration>,
+    /// Most live client connections (handshaking or established) on the
+    /// whole node, across every listener and shard. Applied by the shard
+    /// layer, which shares one [`Admission`](crate::Admission) between its
+    /// shards; a lone [`Bus::serve`](crate::Bus::serve) does not cap.
+    pub max_connections: usize,
 }
 
 impl Default for BusConfig {
@@ -97,6 +102,7 @@ impl Default for BusConfig {
             shutdown_flush_timeout: limits::DEFAULT_SHUTDOWN_FLUSH_TIMEOUT,
             replica_keepalive: Some(limits::DEFAULT_REPLICA_KEEPALIVE),
             replica_idle_timeout: Some(limits::DEFAULT_REPLICA_IDLE_TIMEOUT),
+            max_connections: limits::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -158,6 +164,12 @@ impl BusConfig {
             "inbound_budget",
             self.inbound_budget_bytes,
             ">= max_message_size",
+        )?;
+        check(
+            self.max_connections >= 1,
+            "max_connections",
+            self.max_connections,
+            ">= 1",
         )?;
         check(
             self.max_outstanding_requests >= 1,

@@ -20,13 +20,14 @@ use std::{
 use compio::runtime::time;
 
 use crate::{
+    admission::{Admitted, Gate, accept_failed},
     buf::Frame,
     bus::Bus,
     conn::Conn,
     goodbye::GoodbyeReason,
     id::Peer,
-    limits::ACCEPT_ERROR_BACKOFF,
     link::{self, Delivery, Panicked},
+    ratelog::RateLimitedLog,
     state::CloseReason,
     stats::bump,
     transport::{Connection, FrameReader, FrameWriter, Listener},
@@ -40,31 +41,73 @@ pub(crate) async fn accept_loop<L: Listener>(bus: Bus, mut listener: L) {
                     return;
                 }
             }
+            Err(err) => accept_failed(&err).await,
+        }
+    }
+}
+
+/// As [`accept_loop`], each connection admitted through `gate` first.
+pub(crate) async fn accept_loop_admitted<L: Listener>(bus: Bus, mut listener: L, gate: Gate) {
+    static REFUSED: RateLimitedLog = RateLimitedLog::new();
+    loop {
+        let connection = match listener.accept().await {
+            Ok(connection) => connection,
             Err(err) => {
-                tracing::warn!(%err, "accept failed");
-                time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                accept_failed(&err).await;
+                continue;
+            }
+        };
+        let transport = connection.transport();
+        gate.set_kind(transport);
+        match gate.admit() {
+            Ok(admitted) => {
+                if bus.install_admitted(connection, admitted).is_err() {
+                    return;
+                }
+            }
+            Err(refusal) => {
+                let peer_addr = connection.peer_addr();
+                // Dropping the connection refuses it (QUIC: closed).
+                drop(connection);
+                if let Some(suppressed) = REFUSED.allow() {
+                    tracing::warn!(%transport, %peer_addr, cap = refusal.as_str(), suppressed, "connection refused: at capacity");
+                }
             }
         }
     }
 }
 
-pub(crate) async fn handshake<C: Connection>(bus: Bus, connection: C, replica: Option<u8>) {
+pub(crate) async fn handshake<C: Connection>(
+    bus: Bus,
+    connection: C,
+    replica: Option<u8>,
+    mut admitted: Option<Admitted>,
+) {
+    static FAILED: RateLimitedLog = RateLimitedLog::new();
     let inner = &bus.inner;
     let settings = inner.read_settings(replica.is_some());
     let peer_addr = connection.peer_addr();
     let transport = connection.transport();
     let grace = inner.config.handshake_grace;
     let accepted = Instant::now();
-    let established = match time::timeout(grace, connection.establish(settings)).await {
+    let established = time::timeout(grace, connection.establish(settings)).await;
+    if let Some(admitted) = &mut admitted {
+        admitted.handshake_done();
+    }
+    let established = match established {
         Ok(Ok(established)) => established,
         Ok(Err(err)) => {
             bump(&inner.counters.handshake_failures, 1);
-            tracing::debug!(%peer_addr, %transport, %err, "handshake failed");
+            if let Some(suppressed) = FAILED.allow() {
+                tracing::debug!(%peer_addr, %transport, %err, suppressed, "handshake failed");
+            }
             return;
         }
         Err(_) => {
             bump(&inner.counters.handshake_failures, 1);
-            tracing::debug!(%peer_addr, %transport, ?grace, "handshake timed out");
+            if let Some(suppressed) = FAILED.allow() {
+                tracing::debug!(%peer_addr, %transport, ?grace, suppressed, "handshake timed out");
+            }
             return;
         }
     };
@@ -72,7 +115,7 @@ pub(crate) async fn handshake<C: Connection>(bus: Bus, connection: C, replica: O
     let Some(conn) = bus.register(replica, info, accepted) else {
         return; // shutting down: dropping the halves closes the socket
     };
-    let task = run(bus.clone(), conn, reader, writer);
+    let task = run(bus.clone(), conn, reader, writer, admitted);
     inner.connections.spawn(task);
 }
 
@@ -83,7 +126,10 @@ pub(crate) async fn run<R: FrameReader, W: FrameWriter>(
     conn: Rc<Conn>,
     mut reader: R,
     mut writer: W,
+    admitted: Option<Admitted>,
 ) {
+    // The connection's admission slot, given back when the task ends.
+    let _admitted = admitted;
     // Runs however the task ends: normally, by panic (compio drops a
     // panicked task's future at once) or by cancellation.
     let _guard = scopeguard::guard((bus.clone(), conn.clone()), |(bus, conn)| {

@@ -22,6 +22,7 @@
 // gates an item; `docsrs` is never set on stable builds.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admission;
 pub mod budget;
 pub mod buf;
 mod bus;
@@ -38,6 +39,7 @@ pub mod link;
 mod notify;
 mod pool;
 mod queue;
+mod ratelog;
 mod requests;
 pub mod runtime;
 mod state;
@@ -45,6 +47,7 @@ mod stats;
 mod tasks;
 pub mod transport;
 
+pub use admission::{Admission, Admitted, Gate, GateStats, Refusal};
 pub use budget::{InboundBudget, Reservation};
 pub use buf::{ByteBuf, Frame, FrameMut};
 pub use bus::{
@@ -58,6 +61,7 @@ pub use goodbye::{Goodbye, GoodbyeReason};
 pub use header::{Command, FrameError, Header};
 pub use id::{ClientId, Peer};
 pub use link::{Link, LinkConfig, Role};
+pub use ratelog::RateLimitedLog;
 pub use requests::SERVER_REQUEST_BIT;
 pub use state::CloseReason;
 pub use stats::{BusStats, ConnectionStats, GOODBYE_REASONS, RequestStats};

@@ -77,6 +77,32 @@ pub const DEFAULT_REPLICA_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// persistent error does not spin the shard.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Default cap on live client connections per node, across every listener
+/// and shard (`[bus] max_connections`): below the usual descriptor limit
+/// once raised to its hard limit (the node reports both at start).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on handshakes (TLS handshakes, WebSocket upgrades, the wait
+/// for the first frame not included) in flight per listener
+/// (`max_handshakes` of each TCP-based transport).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+/// Refused sockets whose short refusal (the WebSocket `503`) may be in
+/// flight at once on the accepting shard; beyond it a refused socket is
+/// closed without one.
+pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// Bound on writing a refusal and waiting for the peer to close after it.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Pause after an `accept` that failed for lack of descriptors
+/// (`EMFILE`/`ENFILE`): longer than [`ACCEPT_ERROR_BACKOFF`], since only a
+/// closing connection makes room.
+pub const ACCEPT_DESCRIPTORS_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Lines one rate-limited log call site writes per
+/// [`LOG_RATE_INTERVAL`]; what is beyond is counted and reported with the
+/// next line that is written.
+pub const LOG_RATE_BURST_LINES: u32 = 10;
+/// The window of [`LOG_RATE_BURST_LINES`].
+pub const LOG_RATE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// After shutdown cancels what outlived its grace, how long it waits for
 /// compio to run the cancellations (they complete on the runtime's next
 /// turns).
@@ -223,6 +249,9 @@ const _: () =
 const _: () = assert!(QUIC_MIN_INITIAL_MTU <= QUIC_MAX_INITIAL_MTU);
 const _: () = assert!(MAX_SHARDS as u32 <= u16::MAX as u32 + 1);
 const _: () = assert!(SHARD_INBOX_BATCH_MESSAGES >= 1);
+const _: () = assert!(DEFAULT_MAX_HANDSHAKES <= DEFAULT_MAX_CONNECTIONS);
+const _: () = assert!(LOG_RATE_BURST_LINES >= 1);
+const _: () = assert!(ACCEPT_DESCRIPTORS_BACKOFF.as_nanos() >= ACCEPT_ERROR_BACKOFF.as_nanos());
 const _: () = assert!(SHARD_DEFAULT_INBOX_CAPACITY_FRAMES >= SHARD_INBOX_BATCH_MESSAGES);
 const _: () = assert!(SHARD_SHUTDOWN_MARGIN.as_nanos() > SHUTDOWN_SETTLE.as_nanos());
 // Goodbye: 4-byte reason + 2-byte length + detail fit in the command area.

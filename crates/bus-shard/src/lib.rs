@@ -99,4 +99,6 @@ pub use link::ForwardedReply;
 pub use monitor::Monitor;
 pub use shards::{Shards, ShardsBuilder};
 pub use stats::{ShardExit, ShardStats, ShardsShutdownReport};
+#[cfg(feature = "ws")]
+pub use transport::WS_REFUSAL;
 pub use transport::{DelegatedService, DelegatedTransport, Tcp};

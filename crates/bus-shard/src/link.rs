@@ -54,6 +54,9 @@ pub(crate) struct Handoff {
     /// Counts the connection as pending on the target until its handshake
     /// ends, however it ends.
     pub(crate) pending: PendingGuard,
+    /// Its admission slots (none for a listener that is not admitted:
+    /// the replica plane), given back when it ends.
+    pub(crate) admitted: Option<bus_core::Admitted>,
 }
 
 /// Requests from the [`Shards`](crate::Shards) handle.

@@ -28,16 +28,22 @@ use std::{
 };
 
 use bus_core::{
-    Bus, BusConfig, ClientId, Forwarder, Frame, FrameMut, Handler, Peer, Reply, RequestError,
-    SendError, transport::Listener as _,
+    Admission, Bus, BusConfig, ClientId, Forwarder, Frame, FrameMut, Gate, Handler, Peer,
+    RateLimitedLog, Refusal, Reply, RequestError, SendError,
+    admission::accept_failed,
+    limits::{MAX_REFUSALS_IN_FLIGHT, REFUSAL_LINGER},
+    transport::Listener as _,
 };
 use bus_tcp::{TcpListener, TcpListenerConfig};
-use compio::runtime::{JoinHandle, time};
+use compio::{
+    BufResult,
+    runtime::{JoinHandle, time},
+};
 use futures_util::{StreamExt, select_biased};
 
 use crate::{
     ShardError,
-    config::{ACCEPT_ERROR_BACKOFF, DROP_SHUTDOWN_GRACE, INBOX_BATCH_MESSAGES, Placement},
+    config::{DROP_SHUTDOWN_GRACE, INBOX_BATCH_MESSAGES, Placement},
     handler::{ShardContext, ShardHandler},
     link::{
         Control, Handoff, Link, Links, Mailbox, Message, PendingGuard, ReplicaOwners, forward,
@@ -51,12 +57,18 @@ use crate::{
 
 /// A listener served on one shard without delegation (QUIC, or anything
 /// that must stay where it was bound). Returns its bound address.
-pub(crate) type LocalListener =
-    Box<dyn FnOnce(&Bus) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> + Send>;
+/// Its connections are admitted through the node's [`Admission`].
+pub(crate) type LocalListener = Box<
+    dyn FnOnce(&Bus, &Admission) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>>
+        + Send,
+>;
 
 /// Code run on every shard once its bus exists
 /// ([`ShardsBuilder::on_start`](crate::ShardsBuilder::on_start)).
 pub(crate) type StartHook = Arc<dyn Fn(&Bus, &ShardContext) + Send + Sync>;
+
+/// Read buffer of a refused socket waiting for its peer's close.
+const REFUSAL_DRAIN_BYTES: usize = 1024;
 
 /// A delegated listener: bound and accepted on shard 0.
 pub(crate) struct Delegated {
@@ -81,6 +93,7 @@ pub(crate) struct Seed {
     pub(crate) pin_cpu: Option<usize>,
     pub(crate) bus: BusConfig,
     pub(crate) budget: bus_core::InboundBudget,
+    pub(crate) admission: Admission,
     pub(crate) placement: Placement,
     pub(crate) shard0_serves: bool,
     pub(crate) links: Links,
@@ -103,6 +116,8 @@ struct Counters {
     handoffs_in: Cell<u64>,
     handoffs_refused: Cell<u64>,
     handoff_failures: Cell<u64>,
+    /// Refusals whose short answer is being written now.
+    refusals_in_flight: Cell<usize>,
 }
 
 fn bump(cell: &Cell<u64>) {
@@ -150,6 +165,7 @@ where
         count,
         bus: mut bus_config,
         budget,
+        admission,
         placement,
         shard0_serves,
         links,
@@ -196,10 +212,15 @@ where
         };
         let addr = listener.local_addr().unwrap_or(spec.config.listen);
         addrs.push((spec.index, addr));
-        tracing::info!(shard, %addr, transport = %installers[spec.installer].kind(), "accepting for every shard");
+        let install = &installers[spec.installer];
+        tracing::info!(shard, %addr, transport = %install.kind(), max_handshakes = spec.config.max_handshakes, "accepting for every shard");
+        let gate = install
+            .admits()
+            .then(|| admission.gate(Some(install.kind()), addr, Some(spec.config.max_handshakes)));
         accepting.push(compio::runtime::spawn(accept_loop(AcceptLoop {
             bus: bus.clone(),
             listener,
+            gate,
             installer: spec.installer,
             installers: installers.clone(),
             links: links.clone(),
@@ -208,7 +229,7 @@ where
         })));
     }
     for (index, make) in local {
-        match make(&bus) {
+        match make(&bus, &admission) {
             Ok(addr) => {
                 tracing::info!(shard, %addr, "serving a listener on this shard");
                 addrs.push((index, addr));
@@ -339,12 +360,15 @@ async fn mailbox_loop(
                 }
             }
             handoff = handoff.next() => {
-                let Some(Handoff { stream, listener, pending }) = handoff else { continue };
+                let Some(Handoff { stream, listener, pending, admitted }) = handoff else { continue };
                 bump(&counters.handoffs_in);
                 let installer = &installers[listener];
-                if let Err(err) = installer.install(bus, stream, pending) {
+                if let Err(err) = installer.install(bus, stream, pending, admitted) {
                     bump(&counters.handoff_failures);
-                    tracing::warn!(shard = bus.shard(), transport = %installer.kind(), %err, "cannot take over a handed-over connection");
+                    // A peer that resets before the take-over: rate-limited.
+                    if let Some(suppressed) = TAKE_OVER_FAILED.allow() {
+                        tracing::warn!(shard = bus.shard(), transport = %installer.kind(), %err, suppressed, "cannot take over a handed-over connection");
+                    }
                 }
             }
             request = control.next() => match request {
@@ -451,6 +475,8 @@ async fn yield_now() {
 struct AcceptLoop {
     bus: Bus,
     listener: TcpListener,
+    /// `None` for a listener that is not admitted (the replica plane).
+    gate: Option<Gate>,
     installer: usize,
     installers: Arc<[Box<dyn Install>]>,
     links: Links,
@@ -458,12 +484,23 @@ struct AcceptLoop {
     counters: Rc<Counters>,
 }
 
-/// Accepts plain TCP on shard 0 and hands each socket, before any
-/// handshake, to the shard the policy picks.
+/// Failures to take over a connection (a peer that reset before it).
+static TAKE_OVER_FAILED: RateLimitedLog = RateLimitedLog::new();
+/// Sockets refused by admission control.
+static REFUSED: RateLimitedLog = RateLimitedLog::new();
+/// Sockets that could not be duplicated (descriptor exhaustion).
+static DUPLICATE_FAILED: RateLimitedLog = RateLimitedLog::new();
+/// Hand-overs refused by a full hand-over queue.
+static HANDOFF_REFUSED: RateLimitedLog = RateLimitedLog::new();
+
+/// Accepts plain TCP on shard 0, admits it (or refuses it at once), and
+/// hands each admitted socket, before any handshake, to the shard the
+/// policy picks.
 async fn accept_loop(state: AcceptLoop) {
     let AcceptLoop {
         bus,
         mut listener,
+        gate,
         installer,
         installers,
         links,
@@ -475,8 +512,21 @@ async fn accept_loop(state: AcceptLoop) {
         let connection = match listener.accept().await {
             Ok(connection) => connection,
             Err(err) => {
-                tracing::warn!(shard, %err, "accept failed");
-                time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                accept_failed(&err).await;
+                continue;
+            }
+        };
+        let admitted = match gate.as_ref().map(Gate::admit) {
+            None => None,
+            Some(Ok(admitted)) => Some(admitted),
+            Some(Err(refusal)) => {
+                refuse(
+                    &bus,
+                    &counters,
+                    connection,
+                    installers[installer].refusal(),
+                    refusal,
+                );
                 continue;
             }
         };
@@ -485,7 +535,9 @@ async fn accept_loop(state: AcceptLoop) {
         let stream = match connection.stream().as_fd().try_clone_to_owned() {
             Ok(fd) => std::net::TcpStream::from(fd),
             Err(err) => {
-                tracing::warn!(shard, %err, "cannot duplicate an accepted socket; closing it");
+                if let Some(suppressed) = DUPLICATE_FAILED.allow() {
+                    tracing::warn!(shard, %err, suppressed, "cannot duplicate an accepted socket; closing it");
+                }
                 continue;
             }
         };
@@ -494,9 +546,11 @@ async fn accept_loop(state: AcceptLoop) {
         let link = &links[target];
         let pending = PendingGuard::new(&link.shared);
         if target == usize::from(shard) {
-            if let Err(err) = installers[installer].install(&bus, stream, pending) {
+            if let Err(err) = installers[installer].install(&bus, stream, pending, admitted) {
                 bump(&counters.handoff_failures);
-                tracing::warn!(shard, %err, "cannot install an accepted connection");
+                if let Some(suppressed) = TAKE_OVER_FAILED.allow() {
+                    tracing::warn!(shard, %err, suppressed, "cannot install an accepted connection");
+                }
             }
             continue;
         }
@@ -504,16 +558,82 @@ async fn accept_loop(state: AcceptLoop) {
             stream,
             listener: installer,
             pending,
+            admitted,
         };
         if let Err(err) = link.handoff.try_send(handoff) {
             // Dropping the hand-over closes the socket: the peer sees a reset.
             bump(&counters.handoffs_refused);
-            tracing::warn!(
-                shard,
-                target,
-                full = err.is_full(),
-                "cannot hand a connection over; closing it"
-            );
+            if let Some(suppressed) = HANDOFF_REFUSED.allow() {
+                tracing::warn!(
+                    shard,
+                    target,
+                    full = err.is_full(),
+                    suppressed,
+                    "cannot hand a connection over; closing it"
+                );
+            }
+        }
+    }
+}
+
+/// Refuses an accepted socket: closed at once, or (WS) after its short
+/// answer, written on a task bounded by [`REFUSAL_LINGER`] while at most
+/// [`MAX_REFUSALS_IN_FLIGHT`] are; counted in the gate, logged at a
+/// bounded rate.
+fn refuse(
+    bus: &Bus,
+    counters: &Rc<Counters>,
+    connection: bus_tcp::TcpConnection,
+    answer: Option<&'static [u8]>,
+    refusal: Refusal,
+) {
+    let peer_addr = bus_core::transport::Connection::peer_addr(&connection);
+    if let Some(suppressed) = REFUSED.allow() {
+        tracing::warn!(shard = bus.shard(), %peer_addr, cap = refusal.as_str(), suppressed, "connection refused: at capacity");
+    }
+    let Some(answer) = answer else { return };
+    if counters.refusals_in_flight.get() >= MAX_REFUSALS_IN_FLIGHT {
+        return;
+    }
+    counters
+        .refusals_in_flight
+        .set(counters.refusals_in_flight.get() + 1);
+    let counters = counters.clone();
+    let stream = connection.into_stream();
+    let task = async move {
+        let _release = RefusalInFlight(counters);
+        let _ = time::timeout(REFUSAL_LINGER, answer_and_linger(stream, answer)).await;
+    };
+    // Tracked with the handshakes: shutdown cancels it.
+    let _ = bus.spawn_handshake(task);
+}
+
+/// Counts one refusal in flight until dropped (also when cancelled).
+struct RefusalInFlight(Rc<Counters>);
+
+impl Drop for RefusalInFlight {
+    fn drop(&mut self) {
+        let n = &self.0.refusals_in_flight;
+        n.set(n.get().saturating_sub(1));
+    }
+}
+
+/// Writes `answer`, closes our side, and reads until the peer closes, so
+/// its request bytes left unread do not turn our close into a reset that
+/// could destroy the answer before the peer reads it.
+async fn answer_and_linger(mut stream: compio::net::TcpStream, answer: &'static [u8]) {
+    use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+    let BufResult(written, _) = stream.write_all(answer).await;
+    if written.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = Vec::with_capacity(REFUSAL_DRAIN_BYTES);
+    loop {
+        let BufResult(read, back) = stream.read(buf).await;
+        buf = back;
+        buf.clear();
+        if !matches!(read, Ok(n) if n > 0) {
+            return;
         }
     }
 }

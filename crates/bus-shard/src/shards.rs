@@ -132,10 +132,12 @@ impl ShardsBuilder {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
         M: FnOnce() -> Result<L, E> + Send + 'static,
     {
-        let local: LocalListener = Box::new(move |bus| {
+        let local: LocalListener = Box::new(move |bus, admission| {
             let listener = make().map_err(Into::into)?;
             let addr = listener.local_addr()?;
-            bus.serve(listener)?;
+            // In the node-wide connection cap; its own handshake cap, if
+            // any, is the listener's.
+            bus.serve_admitted(listener, admission.gate(None, addr, None))?;
             Ok(addr)
         });
         self.listeners.push(Spec::Local(shard, local));
@@ -180,10 +182,14 @@ impl ShardsBuilder {
             threads: Vec::with_capacity(usize::from(count)),
             exits: Mutex::new(exit_rx),
             addrs: Vec::new(),
+            admission: bus_core::Admission::new(self.bus.max_connections),
         };
         let mut delegated = Some(delegated);
         // One inbound budget for the node, shared by every shard's bus.
         let budget = bus_core::InboundBudget::new(self.bus.inbound_budget_bytes);
+        // One connection cap for the node, shared by every listener.
+        let admission = bus_core::Admission::new(self.bus.max_connections);
+        shards.admission = admission.clone();
         for ((shard, mailbox), local) in (0..count).zip(mailboxes).zip(local) {
             let seed = Seed {
                 shard,
@@ -191,6 +197,7 @@ impl ShardsBuilder {
                 pin_cpu: self.config.pin_cpus.then_some(usize::from(shard) % cores),
                 bus: self.bus.clone(),
                 budget: budget.clone(),
+                admission: admission.clone(),
                 placement: self.config.placement,
                 shard0_serves,
                 links: links.clone(),
@@ -335,6 +342,7 @@ pub struct Shards {
     threads: Vec<Option<thread::JoinHandle<()>>>,
     exits: Mutex<mpsc::Receiver<(u16, Option<ShardExit>)>>,
     addrs: Vec<SocketAddr>,
+    admission: bus_core::Admission,
 }
 
 impl std::fmt::Debug for Shards {
@@ -350,6 +358,12 @@ impl Shards {
     /// A builder; see [`ShardsBuilder`].
     pub fn builder(config: ShardsConfig, bus: BusConfig) -> ShardsBuilder {
         ShardsBuilder::new(config, bus)
+    }
+
+    /// The node's admission control: live connections against
+    /// `max_connections`, and every listener's refusals.
+    pub fn admission(&self) -> &bus_core::Admission {
+        &self.admission
     }
 
     /// How many shards run.

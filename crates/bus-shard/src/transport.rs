@@ -18,7 +18,7 @@
 use std::{io, net::SocketAddr};
 
 use bus_core::{
-    Bus, Error, ReadSettings, TransportKind,
+    Admitted, Bus, Error, ReadSettings, TransportKind,
     transport::{Connection, ConnectionInfo},
 };
 use bus_tcp::TcpConnection;
@@ -42,6 +42,14 @@ pub trait DelegatedTransport: Send + Sync + 'static {
     /// not block; the handshake belongs in `establish`, which the bus bounds
     /// by `handshake_grace`.
     fn wrap(&self, stream: std::net::TcpStream) -> io::Result<Self::Connection>;
+
+    /// What a socket refused by admission control (`max_connections`,
+    /// `max_handshakes`) is sent before it is closed, on the accepting
+    /// shard: nothing by default (closed at once, before any handshake
+    /// byte is read); the WebSocket listener's `503` response.
+    fn refusal(&self) -> Option<&'static [u8]> {
+        None
+    }
 }
 
 /// Plain TCP: `wrap` is [`TcpConnection::from_std`].
@@ -94,7 +102,24 @@ impl DelegatedTransport for bus_ws::WsAcceptor {
     fn wrap(&self, stream: std::net::TcpStream) -> io::Result<bus_ws::WsConnection> {
         Ok(self.incoming(TcpConnection::from_std(stream)?))
     }
+
+    /// Plain WS: an HTTP `503` with a short body, before the upgrade. WSS:
+    /// nothing (closed before the ClientHello is processed).
+    fn refusal(&self) -> Option<&'static [u8]> {
+        (bus_ws::WsAcceptor::kind(self) == TransportKind::Ws).then_some(WS_REFUSAL)
+    }
 }
+
+/// The answer to a WebSocket upgrade refused at capacity: the peer's HTTP
+/// client sees a status and a reason instead of a bare close.
+#[cfg(feature = "ws")]
+pub const WS_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 20\r\n\
+Retry-After: 1\r\n\
+Connection: close\r\n\
+\r\n\
+server at capacity\r\n";
 
 /// A delegated listener whose sockets the application serves itself on the
 /// owning shard, instead of handing them to the bus as client connections:
@@ -122,14 +147,26 @@ impl<S: DelegatedService> Install for Service<S> {
         self.0.kind()
     }
 
+    fn admits(&self) -> bool {
+        // Not a client: the replica plane authenticates its peers itself
+        // and has a fixed number of them.
+        false
+    }
+
+    fn refusal(&self) -> Option<&'static [u8]> {
+        None
+    }
+
     fn install(
         &self,
         bus: &Bus,
         stream: std::net::TcpStream,
         pending: PendingGuard,
+        admitted: Option<Admitted>,
     ) -> Result<(), Error> {
         // Not a client: it is not counted for client placement.
         drop(pending);
+        drop(admitted);
         self.0.take_over(bus, stream)
     }
 }
@@ -140,11 +177,18 @@ impl<S: DelegatedService> Install for Service<S> {
 pub(crate) trait Install: Send + Sync {
     fn kind(&self) -> TransportKind;
 
+    /// Whether its connections go through admission control.
+    fn admits(&self) -> bool;
+
+    /// See [`DelegatedTransport::refusal`].
+    fn refusal(&self) -> Option<&'static [u8]>;
+
     fn install(
         &self,
         bus: &Bus,
         stream: std::net::TcpStream,
         pending: PendingGuard,
+        admitted: Option<Admitted>,
     ) -> Result<(), Error>;
 }
 
@@ -153,14 +197,27 @@ impl<T: DelegatedTransport> Install for T {
         DelegatedTransport::kind(self)
     }
 
+    fn admits(&self) -> bool {
+        true
+    }
+
+    fn refusal(&self) -> Option<&'static [u8]> {
+        DelegatedTransport::refusal(self)
+    }
+
     fn install(
         &self,
         bus: &Bus,
         stream: std::net::TcpStream,
         pending: PendingGuard,
+        admitted: Option<Admitted>,
     ) -> Result<(), Error> {
         let inner = self.wrap(stream)?;
-        bus.install(Tracked { inner, pending })
+        let connection = Tracked { inner, pending };
+        match admitted {
+            Some(admitted) => bus.install_admitted(connection, admitted),
+            None => bus.install(connection),
+        }
     }
 }
 

@@ -18,6 +18,10 @@ pub struct TcpListenerConfig {
     /// Set `TCP_NODELAY` on accepted sockets (on by default: frames are
     /// batched by the writer, so Nagle only adds latency).
     pub nodelay: bool,
+    /// Most handshakes (TLS handshakes, WebSocket upgrades) in flight on
+    /// this listener at once; beyond it a new connection is closed right
+    /// after accept. Applied by the shard layer.
+    pub max_handshakes: usize,
 }
 
 impl TcpListenerConfig {
@@ -27,6 +31,7 @@ impl TcpListenerConfig {
             listen,
             backlog: DEFAULT_BACKLOG,
             nodelay: true,
+            max_handshakes: bus_core::limits::DEFAULT_MAX_HANDSHAKES,
         }
     }
 }

@@ -581,3 +581,18 @@ fn log_level_unknown() {
     let message = unparsable("[log]\nlevel = \"verbose\"", "log.level");
     assert!(message.contains("`trace`"), "{message}");
 }
+
+#[test]
+fn bus_max_connections_zero() {
+    invalid("[bus]\nmax_connections = 0", "bus.max_connections");
+}
+
+#[test]
+fn max_handshakes_zero_on_every_tcp_based_listener() {
+    for section in ["tcp", "tls", "ws", "wss"] {
+        invalid(
+            &format!("[{section}]\nmax_handshakes = 0"),
+            &format!("{section}.max_handshakes"),
+        );
+    }
+}
