@@ -10,6 +10,7 @@
     reason = "test scenarios and helpers assert by panicking"
 )]
 
+pub mod admission;
 pub mod alloc;
 pub mod client;
 pub mod frames;

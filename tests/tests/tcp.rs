@@ -170,3 +170,11 @@ async fn serve_install_and_install_replica_are_refused_once_shutting_down() {
     assert_eq!(node.bus.stats().connections_total, 0);
     assert_eq!(node.bus.stats().tasks, 0, "nothing was started");
 }
+
+#[compio::test]
+async fn admission_refuses_connection_n_plus_1_counts_it_and_reuses_a_freed_slot() {
+    bus_tests::admission::connection_n_plus_1_is_refused_counted_and_a_freed_slot_is_reused::<
+        bus_tests::transport::Tcp,
+    >()
+    .await;
+}

@@ -529,3 +529,19 @@ async fn self_signed_certificate_is_generated_once_and_trusted_by_clients() {
     echo(&mut client, 5).await;
     stop(&node).await;
 }
+
+#[compio::test]
+async fn admission_refuses_connection_n_plus_1_counts_it_and_reuses_a_freed_slot() {
+    bus_tests::admission::connection_n_plus_1_is_refused_counted_and_a_freed_slot_is_reused::<
+        bus_tests::transport::Tls,
+    >()
+    .await;
+}
+
+#[compio::test]
+async fn admission_refuses_handshakes_beyond_max_handshakes_until_one_ends() {
+    bus_tests::admission::handshakes_beyond_the_cap_are_refused_until_one_ends::<
+        bus_tests::transport::Tls,
+    >()
+    .await;
+}

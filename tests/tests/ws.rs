@@ -29,3 +29,19 @@ async fn silent_peer_is_dropped_after_handshake_grace() {
 async fn read_cancelled_while_pending_loses_nothing() {
     scenarios::read_cancelled_while_pending_loses_nothing::<Ws>().await;
 }
+
+#[compio::test]
+async fn admission_refuses_connection_n_plus_1_counts_it_and_reuses_a_freed_slot() {
+    bus_tests::admission::connection_n_plus_1_is_refused_counted_and_a_freed_slot_is_reused::<
+        bus_tests::transport::Ws,
+    >()
+    .await;
+}
+
+#[compio::test]
+async fn admission_refuses_handshakes_beyond_max_handshakes_until_one_ends() {
+    bus_tests::admission::handshakes_beyond_the_cap_are_refused_until_one_ends::<
+        bus_tests::transport::Ws,
+    >()
+    .await;
+}

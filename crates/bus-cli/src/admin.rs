@@ -133,6 +133,11 @@ pub trait StatsSource: Send + Sync + 'static {
     fn replicas(&self) -> Option<Vec<ReplicaView>> {
         None
     }
+    /// The node's admission control (`max_connections`, every listener's
+    /// refusals), for `/metrics`; `None` (the default) when it has none.
+    fn admission(&self) -> Option<bus_core::Admission> {
+        None
+    }
 }
 
 /// Facts about the node shown in `bus_info`.
@@ -353,6 +358,9 @@ fn respond(head: &str, context: &Context) -> Response {
         "/metrics" | "/connz" | "/stats" => match source.shards() {
             Ok(shards) if path == "/metrics" => {
                 let mut text = render_metrics(&shards, &context.info);
+                if let Some(admission) = source.admission() {
+                    render_admission(&mut text, &admission);
+                }
                 if let Ok(Some(view)) = source.replicaz() {
                     replicaz::render_metrics(&mut text, &view);
                 }
@@ -398,6 +406,70 @@ fn respond(head: &str, context: &Context) -> Response {
     };
     response.head_only = head_only;
     response
+}
+
+/// The `bus_admission_*` and `bus_connections_refused_total` series.
+pub fn render_admission(out: &mut String, admission: &bus_core::Admission) {
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP bus_{name} {help}");
+        let _ = writeln!(out, "# TYPE bus_{name} {kind}");
+    };
+    family(
+        out,
+        "admission_live_connections",
+        "gauge",
+        "Client connections holding a slot of max_connections (handshaking or established), node-wide.",
+    );
+    let _ = writeln!(out, "bus_admission_live_connections {}", admission.live());
+    family(
+        out,
+        "admission_max_connections",
+        "gauge",
+        "The node-wide cap on live client connections ([bus] max_connections).",
+    );
+    let _ = writeln!(
+        out,
+        "bus_admission_max_connections {}",
+        admission.max_connections()
+    );
+    let listeners = admission.listeners();
+    let label = |g: &bus_core::GateStats| {
+        let transport = g.kind.map_or("unknown", TransportKind::as_str);
+        format!("transport=\"{transport}\",listener=\"{}\"", g.addr)
+    };
+    family(
+        out,
+        "connections_refused_total",
+        "counter",
+        "Connections refused right after accept, by listener and by the cap that refused them.",
+    );
+    for g in &listeners {
+        let label = label(g);
+        let _ = writeln!(
+            out,
+            "bus_connections_refused_total{{{label},cap=\"max_connections\"}} {}",
+            g.refused_connections
+        );
+        let _ = writeln!(
+            out,
+            "bus_connections_refused_total{{{label},cap=\"max_handshakes\"}} {}",
+            g.refused_handshakes
+        );
+    }
+    family(
+        out,
+        "handshakes_in_flight",
+        "gauge",
+        "Connections of a listener between admission and the end of their handshake.",
+    );
+    for g in &listeners {
+        let _ = writeln!(
+            out,
+            "bus_handshakes_in_flight{{{}}} {}",
+            label(g),
+            g.handshaking
+        );
+    }
 }
 
 /// `/demo/config.json`: `{"ws": null}` when the node has no WS listener.

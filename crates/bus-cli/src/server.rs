@@ -149,6 +149,7 @@ impl Node {
         if config.admin.enabled {
             let source = Arc::new(NodeStats {
                 monitor: node.monitor.clone(),
+                admission: node.shards.admission().clone(),
                 stopping: node.stopping.clone(),
                 #[cfg(feature = "mesh")]
                 mesh: node.mesh.clone(),
@@ -276,6 +277,7 @@ impl Node {
 /// the mesh.
 struct NodeStats {
     monitor: Monitor,
+    admission: bus_core::Admission,
     stopping: Arc<AtomicBool>,
     #[cfg(feature = "mesh")]
     mesh: Option<bus_mesh::Mesh>,
@@ -296,6 +298,10 @@ impl StatsSource for NodeStats {
 
     fn is_shutting_down(&self) -> bool {
         self.stopping.load(Relaxed)
+    }
+
+    fn admission(&self) -> Option<bus_core::Admission> {
+        Some(self.admission.clone())
     }
 
     fn replicaz(&self) -> Result<Option<ReplicasView>, String> {
