@@ -14,14 +14,19 @@
 //!
 //! Only `GET` (and `HEAD`), one request per connection (`Connection:
 //! close`). Everything is bounded: the request head (8 KiB), the time to
-//! read it and to write the answer (5 s each), and the connections served
-//! at once (64; more are closed at once). It reads every shard's counters
+//! read it ([`HEADER_TIMEOUT`], 1.5 s: an idle connection is cut) and to
+//! write the answer (5 s), and the connections served at once (64; when all
+//! are taken, a new one evicts the oldest still waiting for its request, so
+//! idle connections cannot blind the endpoint). `/healthz`, `/metrics` and
+//! `/connz` keep answering through the shutdown grace (`/healthz` with
+//! `503 shutting down`). It reads every shard's counters
 //! and connections through [`StatsSource`], on a blocking helper thread
 //! (the shards answer within `bus_shard`'s `STATS_TIMEOUT`, 5 s).
 
 use std::{
     borrow::Cow,
-    cell::Cell,
+    cell::{Cell, RefCell},
+    collections::VecDeque,
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
     rc::Rc,
@@ -37,6 +42,7 @@ use compio::{
     net::{TcpListener, TcpStream},
     runtime::{JoinHandle, time},
 };
+use futures_util::future::{AbortHandle, abortable};
 use serde::Serialize;
 
 use crate::{
@@ -48,9 +54,14 @@ use crate::{
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
-/// Bound on reading a request, and separately on writing its answer.
+/// Bound on writing an answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most admin connections served at once.
+/// Bound on receiving a request head: an idle admin connection is cut
+/// (with `408`) after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Most admin connections served at once. When all are taken, a new one
+/// evicts the oldest that is still waiting for its request head; only when
+/// every one is already answering is the new one closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// The demo page: one static HTML file with inline JavaScript that speaks
@@ -205,33 +216,81 @@ impl AdminServer {
     }
 }
 
+/// One admin connection holding a slot, oldest first.
+struct Slot {
+    id: u64,
+    abort: AbortHandle,
+    /// Still waiting for its request head (so it may be evicted).
+    waiting: Rc<Cell<bool>>,
+}
+
+/// The admin connections holding a slot.
+#[derive(Default)]
+struct Slots {
+    next_id: u64,
+    held: VecDeque<Slot>,
+}
+
+impl Slots {
+    /// Whether a new connection may have a slot: one is free, or the
+    /// oldest connection still waiting for its request head is evicted
+    /// (its task ends at its next poll, closing its socket).
+    fn make_room(&mut self) -> bool {
+        if self.held.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        let Some(oldest) = self.held.iter().position(|s| s.waiting.get()) else {
+            return false;
+        };
+        if let Some(slot) = self.held.remove(oldest) {
+            slot.abort.abort();
+        }
+        true
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some(at) = self.held.iter().position(|s| s.id == id) {
+            self.held.remove(at);
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
-    let live = Rc::new(Cell::new(0usize));
+    let slots = Rc::new(RefCell::new(Slots::default()));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
             Err(err) => {
-                tracing::warn!(%err, "admin accept failed");
-                time::sleep(Duration::from_millis(50)).await;
+                bus_core::admission::accept_failed(&err).await;
                 continue;
             }
         };
-        if live.get() >= MAX_CONNECTIONS {
+        if !slots.borrow_mut().make_room() {
             continue; // dropping the stream closes it
         }
-        live.set(live.get() + 1);
-        let guard_live = live.clone();
-        let context = context.clone();
+        let waiting = Rc::new(Cell::new(true));
+        let (task, abort) = abortable(serve_connection(stream, context.clone(), waiting.clone()));
+        let id = {
+            let mut slots = slots.borrow_mut();
+            let id = slots.next_id;
+            slots.next_id += 1;
+            slots.held.push_back(Slot { id, abort, waiting });
+            id
+        };
+        let slots = slots.clone();
         compio::runtime::spawn(async move {
-            let _done = scopeguard::guard(guard_live, |live| live.set(live.get() - 1));
-            serve_connection(stream, context).await;
+            let _done = scopeguard::guard(slots, |slots| slots.borrow_mut().release(id));
+            let _ = task.await;
         })
         .detach();
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, context: Arc<Context>) {
-    let response = match time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
+async fn serve_connection(mut stream: TcpStream, context: Arc<Context>, waiting: Rc<Cell<bool>>) {
+    let head = time::timeout(HEADER_TIMEOUT, read_head(&mut stream)).await;
+    // Answering now: no longer evicted for a newer connection.
+    waiting.set(false);
+    let response = match head {
         // Reading the shards blocks (boundedly): not on this runtime.
         Ok(Ok(head)) => compio::runtime::spawn_blocking(move || respond(&head, &context))
             .await

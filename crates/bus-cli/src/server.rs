@@ -256,7 +256,8 @@ impl Node {
 
     /// Graceful shutdown of every shard at once within `grace`: every
     /// client gets `Goodbye(ShuttingDown)` after what was queued for it.
-    /// The admin endpoint stops first. The shards are stopped and joined on
+    /// The admin endpoint keeps answering through the grace (`/healthz`
+    /// says "shutting down") and stops last. The shards are stopped and joined on
     /// a helper thread, so this runtime keeps running; the whole is bounded
     /// by `grace` plus `bus_shard`'s `SHUTDOWN_MARGIN` (2 s).
     ///
@@ -265,11 +266,13 @@ impl Node {
     /// the helper thread even if this future is dropped.
     pub async fn shutdown(mut self, grace: Duration) -> ShardsShutdownReport {
         self.stopping.store(true, Relaxed);
-        self.admin = None;
+        let admin = self.admin.take();
         let shards = self.shards;
-        compio::runtime::spawn_blocking(move || shards.shutdown(grace))
+        let report = compio::runtime::spawn_blocking(move || shards.shutdown(grace))
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        drop(admin);
+        report
     }
 }
 

@@ -78,6 +78,10 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
     /// Sends refused because this shard's inbox was full.
     pub(crate) inbox_full: AtomicU64,
+    /// The shard's last counters, set once it has stopped: what a
+    /// [`Monitor`](crate::Monitor) reports for it while other shards are
+    /// still in their shutdown grace.
+    pub(crate) last_stats: std::sync::Mutex<Option<crate::stats::ShardStats>>,
 }
 
 impl Shared {

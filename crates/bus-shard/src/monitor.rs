@@ -10,7 +10,7 @@ use bus_core::ConnectionSnapshot;
 use crate::{
     ShardError,
     config::STATS_TIMEOUT,
-    link::{Control, Links, ReplicaOwners},
+    link::{Control, Link, Links, ReplicaOwners},
     stats::ShardStats,
 };
 
@@ -19,7 +19,9 @@ use crate::{
 /// [`Shards::monitor`](crate::Shards::monitor) or, inside a handler
 /// factory, [`ShardContext::monitor`](crate::ShardContext::monitor). It
 /// stays usable after the shards stop; its requests then fail with
-/// [`ShardError::Stopped`].
+/// [`ShardError::Stopped`]. While the node shuts down, a shard that has
+/// already stopped is reported with its last counters and no connections,
+/// as long as another shard still runs.
 #[derive(Clone)]
 pub struct Monitor {
     links: Links,
@@ -74,7 +76,13 @@ impl Monitor {
     /// it from a shard's own thread (a handler): that shard cannot answer
     /// while it waits, so the call would time out.
     pub fn stats(&self) -> Result<Vec<ShardStats>, ShardError> {
-        self.ask(Control::Stats)
+        self.ask(Control::Stats, |link| {
+            link.shared
+                .last_stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
     }
 
     /// A snapshot of every live connection of every shard, by shard
@@ -84,37 +92,57 @@ impl Monitor {
     /// Blocks as [`stats`](Self::stats) does, with the same bound; the same
     /// warning about handlers applies.
     pub fn connections(&self) -> Result<Vec<Vec<ConnectionSnapshot>>, ShardError> {
-        self.ask(Control::Connections)
+        self.ask(Control::Connections, |link| {
+            link.shared
+                .last_stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
+                .then(Vec::new)
+        })
     }
 
     /// Sends one control request to every shard, then collects the
     /// answers, all within [`STATS_TIMEOUT`].
-    fn ask<T>(&self, request: fn(mpsc::SyncSender<T>) -> Control) -> Result<Vec<T>, ShardError> {
+    /// A stopped shard's answer is `last(link)`, if it has one, while
+    /// another shard still answers; once none does, `Stopped`.
+    fn ask<T>(
+        &self,
+        request: fn(mpsc::SyncSender<T>) -> Control,
+        last: fn(&Link) -> Option<T>,
+    ) -> Result<Vec<T>, ShardError> {
         let deadline = Instant::now() + STATS_TIMEOUT;
         let mut replies = Vec::with_capacity(self.links.len());
+        let mut running = false;
         for (shard, link) in (0..).zip(self.links.iter()) {
             let (tx, rx) = mpsc::sync_channel(1);
             match link.control.try_send(request(tx)) {
-                Ok(()) => replies.push((shard, rx)),
+                Ok(()) => {
+                    running = true;
+                    replies.push((shard, link, Some(rx)));
+                }
                 Err(async_channel::TrySendError::Full(_)) => {
                     return Err(ShardError::Busy { shard });
                 }
-                Err(async_channel::TrySendError::Closed(_)) => {
-                    return Err(ShardError::Stopped { shard });
-                }
+                Err(async_channel::TrySendError::Closed(_)) => replies.push((shard, link, None)),
             }
+        }
+        if !running {
+            return Err(ShardError::Stopped { shard: 0 });
         }
         replies
             .into_iter()
-            .map(|(shard, rx)| {
-                rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .map_err(|e| match e {
-                        mpsc::RecvTimeoutError::Timeout => ShardError::Timeout {
-                            shard,
-                            timeout: STATS_TIMEOUT,
-                        },
-                        mpsc::RecvTimeoutError::Disconnected => ShardError::Stopped { shard },
-                    })
+            .map(|(shard, link, rx)| {
+                let stopped = || last(link).ok_or(ShardError::Stopped { shard });
+                let Some(rx) = rx else { return stopped() };
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(answer) => Ok(answer),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Err(ShardError::Timeout {
+                        shard,
+                        timeout: STATS_TIMEOUT,
+                    }),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => stopped(),
+                }
             })
             .collect()
     }

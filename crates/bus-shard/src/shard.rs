@@ -39,7 +39,11 @@ use compio::{
     BufResult,
     runtime::{JoinHandle, time},
 };
-use futures_util::{StreamExt, select_biased};
+use futures_util::{
+    StreamExt,
+    future::{Either, select},
+    select_biased,
+};
 
 use crate::{
     ShardError,
@@ -316,11 +320,25 @@ async fn stop(
     // Connections not yet taken over close unserved, as handshakes in
     // progress do on a single shard.
     let handoffs_discarded = std::iter::from_fn(|| mailbox.handoff.try_recv().ok()).count();
-    let report = bus.shutdown(grace).await;
+    // Statistics requests keep being answered through the grace, so an
+    // operator watching the node (the admin endpoint) sees it stop.
+    let mut shutdown = std::pin::pin!(bus.shutdown(grace));
+    let report = loop {
+        match select(shutdown.as_mut(), mailbox.control.next()).await {
+            Either::Left((report, _)) => break report,
+            Either::Right((Some(request), _)) => answer(bus, me, counters, request),
+            Either::Right((None, _)) => break shutdown.await,
+        }
+    };
+    let stats = snapshot(bus, me, counters);
+    *me.shared
+        .last_stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats.clone());
     ShardExit {
         shard: bus.shard(),
         bus: report,
-        stats: snapshot(bus, me, counters),
+        stats,
         inbox_flushed,
         handoffs_discarded,
     }
@@ -371,15 +389,23 @@ async fn mailbox_loop(
                     }
                 }
             }
-            request = control.next() => match request {
-                Some(Control::Stats(reply)) => {
-                    let _ = reply.try_send(snapshot(bus, me, counters));
+            request = control.next() => {
+                if let Some(request) = request {
+                    answer(bus, me, counters, request);
                 }
-                Some(Control::Connections(reply)) => {
-                    let _ = reply.try_send(bus.connections());
-                }
-                None => {}
-            },
+            }
+        }
+    }
+}
+
+/// Answers a statistics request from outside the shard.
+fn answer(bus: &Bus, me: &Link, counters: &Counters, request: Control) {
+    match request {
+        Control::Stats(reply) => {
+            let _ = reply.try_send(snapshot(bus, me, counters));
+        }
+        Control::Connections(reply) => {
+            let _ = reply.try_send(bus.connections());
         }
     }
 }
