@@ -514,6 +514,11 @@ pub fn render_admission(out: &mut String, admission: &bus_core::Admission) {
             "bus_connections_refused_total{{{label},cap=\"max_handshakes\"}} {}",
             g.refused_handshakes
         );
+        let _ = writeln!(
+            out,
+            "bus_connections_refused_total{{{label},cap=\"descriptors\"}} {}",
+            g.refused_descriptors
+        );
     }
     family(
         out,

@@ -82,6 +82,7 @@ impl Admission {
             admitted: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             refused_handshakes: AtomicU64::new(0),
+            refused_descriptors: AtomicU64::new(0),
         });
         if let Some(kind) = kind {
             let _ = state.kind.set(kind);
@@ -145,6 +146,7 @@ struct GateState {
     admitted: AtomicU64,
     refused_connections: AtomicU64,
     refused_handshakes: AtomicU64,
+    refused_descriptors: AtomicU64,
 }
 
 impl GateState {
@@ -157,6 +159,7 @@ impl GateState {
             admitted: self.admitted.load(Relaxed),
             refused_connections: self.refused_connections.load(Relaxed),
             refused_handshakes: self.refused_handshakes.load(Relaxed),
+            refused_descriptors: self.refused_descriptors.load(Relaxed),
         }
     }
 }
@@ -199,6 +202,12 @@ impl Gate {
         if self.state.kind.get().is_none() {
             let _ = self.state.kind.set(kind);
         }
+    }
+
+    /// Counts a connection refused because the process was out of
+    /// descriptors (accepted on a spare descriptor and closed at once).
+    pub fn refused_out_of_descriptors(&self) {
+        self.state.refused_descriptors.fetch_add(1, Relaxed);
     }
 
     /// This gate's counters now.
@@ -262,12 +271,14 @@ pub struct GateStats {
     /// Connections refused because this listener's handshakes were at
     /// their cap.
     pub refused_handshakes: u64,
+    /// Connections refused because the process was out of descriptors.
+    pub refused_descriptors: u64,
 }
 
 impl GateStats {
     /// Every refusal so far.
     pub fn refused(&self) -> u64 {
-        self.refused_connections + self.refused_handshakes
+        self.refused_connections + self.refused_handshakes + self.refused_descriptors
     }
 }
 

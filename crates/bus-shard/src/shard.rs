@@ -30,7 +30,7 @@ use std::{
 use bus_core::{
     Admission, Bus, BusConfig, ClientId, Forwarder, Frame, FrameMut, Gate, Handler, Peer,
     RateLimitedLog, Refusal, Reply, RequestError, SendError,
-    admission::accept_failed,
+    admission::{accept_failed, is_out_of_descriptors},
     limits::{MAX_REFUSALS_IN_FLIGHT, REFUSAL_LINGER},
     transport::Listener as _,
 };
@@ -534,10 +534,17 @@ async fn accept_loop(state: AcceptLoop) {
         counters,
     } = state;
     let shard = bus.shard();
+    let mut spare = spare_descriptor();
     loop {
         let connection = match listener.accept().await {
             Ok(connection) => connection,
             Err(err) => {
+                if is_out_of_descriptors(&err)
+                    && let Some(descriptor) = spare.take()
+                {
+                    refuse_without_descriptors(&mut listener, descriptor, gate.as_ref()).await;
+                    spare = spare_descriptor();
+                }
                 accept_failed(&err).await;
                 continue;
             }
@@ -561,6 +568,9 @@ async fn accept_loop(state: AcceptLoop) {
         let stream = match connection.stream().as_fd().try_clone_to_owned() {
             Ok(fd) => std::net::TcpStream::from(fd),
             Err(err) => {
+                if let Some(gate) = gate.as_ref().filter(|_| is_out_of_descriptors(&err)) {
+                    gate.refused_out_of_descriptors();
+                }
                 if let Some(suppressed) = DUPLICATE_FAILED.allow() {
                     tracing::warn!(shard, %err, suppressed, "cannot duplicate an accepted socket; closing it");
                 }
@@ -598,6 +608,29 @@ async fn accept_loop(state: AcceptLoop) {
                     "cannot hand a connection over; closing it"
                 );
             }
+        }
+    }
+}
+
+/// A descriptor kept open so that, out of descriptors, the accept loop can
+/// free one to accept a waiting socket and close it: the peer is refused at
+/// once instead of waiting in the kernel's queue.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Out of descriptors: gives the spare one back, accepts the socket waiting
+/// first and closes it (the peer sees the close), counted in the gate.
+async fn refuse_without_descriptors(
+    listener: &mut TcpListener,
+    spare: std::fs::File,
+    gate: Option<&Gate>,
+) {
+    drop(spare);
+    if let Ok(connection) = listener.accept().await {
+        drop(connection);
+        if let Some(gate) = gate {
+            gate.refused_out_of_descriptors();
         }
     }
 }

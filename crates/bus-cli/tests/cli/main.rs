@@ -10,6 +10,7 @@ mod common;
 mod dashboard;
 #[cfg(feature = "ws")]
 mod demo;
+mod flood;
 #[cfg(feature = "mesh")]
 mod mesh;
 mod serve;
