@@ -483,7 +483,11 @@ fn read_error(link: &Link, err: Error) -> bool {
             false
         }
         Error::Frame(err) => {
-            tracing::debug!(%err, "protocol violation");
+            // A peer's violation: rate-limited, as every peer-triggered line.
+            static VIOLATION: crate::RateLimitedLog = crate::RateLimitedLog::new();
+            if let Some(suppressed) = VIOLATION.allow() {
+                tracing::debug!(%err, suppressed, "protocol violation");
+            }
             core.read_failed(err, Instant::now());
             true
         }
@@ -492,7 +496,10 @@ fn read_error(link: &Link, err: Error) -> bool {
             false
         }
         other => {
-            tracing::debug!(err = %other, "read failed");
+            static FAILED: crate::RateLimitedLog = crate::RateLimitedLog::new();
+            if let Some(suppressed) = FAILED.allow() {
+                tracing::debug!(err = %other, suppressed, "read failed");
+            }
             core.abort(CloseReason::Io(io::ErrorKind::Other));
             false
         }

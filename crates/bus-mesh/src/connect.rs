@@ -38,7 +38,11 @@ pub(crate) async fn serve_accepted(bus: Bus, shared: Arc<Shared>, stream: std::n
             tracing::info!(peer, ?peer_addr, "replica connected (accepted)");
         }
         Err((peer, err)) => {
-            tracing::info!(?peer, ?peer_addr, %err, "replica handshake refused or failed (accepting)");
+            // Anyone can connect to the replica port: rate-limited.
+            static REFUSED: bus_core::RateLimitedLog = bus_core::RateLimitedLog::new();
+            if let Some(suppressed) = REFUSED.allow() {
+                tracing::info!(?peer, ?peer_addr, %err, suppressed, "replica handshake refused or failed (accepting)");
+            }
             shared.handshake_failed(peer, &err);
         }
     }

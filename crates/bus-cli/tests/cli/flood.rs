@@ -211,6 +211,37 @@ fn five_thousand_refused_resets_write_a_bounded_number_of_log_lines() {
     );
 }
 
+/// Resets before take-over with no cap in the way: each used to write one
+/// warning (5 000 resets, 4 989 lines).
+#[test]
+fn five_thousand_resets_before_take_over_write_a_bounded_number_of_log_lines() {
+    const FLOOD: u64 = 5_000;
+    let node = Node::start(
+        "[shards]\ncount = 2\n[tls]\nenabled = false\n[ws]\nenabled = false\n\
+         [wss]\nenabled = false\n[quic]\nenabled = false\n[tcp]\nlisten = \"127.0.0.1:0\"\n",
+        None,
+    );
+    let started = Instant::now();
+    let mut held = echo_client(node.tcp).expect("a client");
+    for _ in 0..FLOOD {
+        connect_and_reset(node.tcp);
+    }
+    // Served after the flood: the flood's sockets were all seen before it.
+    assert!(echo(&mut held), "the live client is still served");
+    let mut late = echo_client(node.tcp).expect("a client after the flood");
+    assert!(echo(&mut late));
+    let warnings = node.warnings();
+    eprintln!("{} WARN lines for {FLOOD} resets", warnings.len());
+    // Take-over and install failures, accept failures, refused hand-overs,
+    // failed duplicates.
+    let bound = log_bound(5, started.elapsed());
+    assert!(
+        warnings.len() as u64 <= bound,
+        "{} WARN lines for {FLOOD} resets, bound {bound}: {warnings:#?}",
+        warnings.len()
+    );
+}
+
 #[test]
 fn descriptor_exhaustion_refuses_new_sockets_serves_the_others_and_recovers() {
     const LIMIT: u32 = 64;
