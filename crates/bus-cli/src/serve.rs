@@ -94,9 +94,10 @@ async fn serve(
     let report = node.shutdown(grace).await;
     let cancelled: usize = report.shards.iter().map(|s| s.bus.cancelled).sum();
     println!(
-        "stopped in {:.1?}: {} connections said goodbye, {} cancelled, {} of {} shards stopped",
+        "stopped in {:.1?}: {} connections open, {} Goodbyes written, {} cancelled, {} of {} shards stopped",
         report.elapsed,
         report.connections(),
+        report.goodbyes_written(),
         cancelled,
         report.threads_joined,
         report.threads_joined + report.threads_left

@@ -82,4 +82,11 @@ impl ShardsShutdownReport {
     pub fn connections(&self) -> usize {
         self.shards.iter().map(|s| s.bus.connections).sum()
     }
+
+    /// Goodbyes whose write completed during the shutdown, over all shards
+    /// (a peer whose connection was cancelled before its Goodbye went out is
+    /// not counted).
+    pub fn goodbyes_written(&self) -> u64 {
+        self.shards.iter().map(|s| s.bus.goodbyes_written).sum()
+    }
 }

@@ -172,7 +172,7 @@ async fn sigint_says_goodbye_and_exits_zero_within_its_close_bounds() {
     assert!(line.contains("grace 2.5s"), "{line}");
     let stopped = node.wait_line("stopped in");
     assert!(
-        stopped.contains("1 connections said goodbye, 0 cancelled"),
+        stopped.contains("1 connections open, 1 Goodbyes written, 0 cancelled"),
         "{stopped}"
     );
     drop(raw);
@@ -423,4 +423,53 @@ async fn two_shards_broadcast_to_every_client_and_stop_together() {
     assert!(status.success(), "exit status {status}");
     let stopped = node.wait_line("stopped in");
     assert!(stopped.contains("2 of 2 shards stopped"), "{stopped}");
+}
+
+/// The shutdown summary counts only Goodbyes actually written: a client
+/// that never reads, with the node's queue and socket buffers full, gets no
+/// Goodbye out, and the summary says so.
+#[test]
+fn a_goodbye_that_cannot_be_written_is_not_counted_in_the_summary() {
+    use std::io::Write as _;
+    let dir = bus_tests::pki::unique_dir("unread-goodbye");
+    let config = dir.join("bus.toml");
+    std::fs::write(
+        &config,
+        "[bus]\nmax_message_size = \"1 MiB\"\nqueue_capacity_bytes = \"1 MiB\"\n\
+         inbound_budget = \"1 MiB\"\nclose_grace = \"1 s\"\nclose_peer_timeout = \"500 ms\"\n\
+         [shards]\ncount = 1\n",
+    )
+    .expect("write config");
+    let mut node = ServeProcess::start(&[
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--tcp",
+        "127.0.0.1:0",
+    ]);
+    // A client with a tiny receive window that sends echoes and never reads.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&node.tcp.into(), STEP)
+        .expect("connect");
+    let mut client: std::net::TcpStream = socket.into();
+    client.set_write_timeout(Some(STEP)).expect("timeout");
+    let mut echo = frame(ECHO, &[7u8; 64 << 10]);
+    echo.seal();
+    let echo = echo.freeze();
+    // 32 MiB of echoes: once written, the node has read most of them
+    // (the kernel holds a few MiB each way), so their replies fill its
+    // socket buffer (the client's window is 4 KiB) and its 1 MiB queue.
+    for _ in 0..512 {
+        client.write_all(echo.as_bytes()).expect("write an echo");
+    }
+    node.signal(libc::SIGTERM);
+    let stopped = node.wait_line("stopped in");
+    assert!(
+        stopped.contains("1 connections open, 0 Goodbyes written"),
+        "{stopped}"
+    );
+    assert!(node.wait_exit(STEP).success());
+    drop(client);
 }
