@@ -4,7 +4,7 @@
 //! closed, plain WS answered with `503`), counted per listener; the live
 //! connections keep being served and a freed slot is reused.
 //!
-//! `handshake_grace` is a minute here, so a close the test sees within
+//! `handshake_grace` is 90 s here, so a close the test sees within
 //! [`STEP`](crate::STEP) is the refusal, never the grace.
 
 use std::{net::SocketAddr, time::Duration};
@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Far beyond every step of these tests.
-const LONG_GRACE: Duration = Duration::from_secs(60);
+const LONG_GRACE: Duration = Duration::from_secs(90);
 
 /// A WebSocket upgrade request, as a browser would send it.
 const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\

@@ -138,7 +138,7 @@ pub struct TlsSection {
     #[serde(deserialize_with = "de::socket_addr")]
     pub listen: SocketAddr,
     /// Most TLS handshakes in flight on this listener at once; one more is
-    /// closed right after accept, before its ClientHello is read.
+    /// closed right after accept, before its `ClientHello` is read.
     pub max_handshakes: usize,
     /// PEM certificate chain; set together with [`key`](Self::key).
     pub cert: Option<PathBuf>,

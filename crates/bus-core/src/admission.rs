@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The check runs right after `accept`, before any byte is read: before the
-//! TLS ClientHello is processed and before the WebSocket upgrade. A slot is
+//! TLS `ClientHello` is processed and before the WebSocket upgrade. A slot is
 //! a counter, shared by every shard (atomics; one compare-and-swap per
 //! accepted connection, nothing per frame), given back when its
 //! [`Admitted`] is dropped: when the connection ends, however it ends.

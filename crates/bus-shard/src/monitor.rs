@@ -81,7 +81,8 @@ impl Monitor {
                 .last_stats
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
+                .as_ref()
+                .copied()
         })
     }
 

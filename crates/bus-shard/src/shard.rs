@@ -334,7 +334,7 @@ async fn stop(
     *me.shared
         .last_stats
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats.clone());
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
     ShardExit {
         shard: bus.shard(),
         bus: report,

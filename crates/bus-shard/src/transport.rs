@@ -104,7 +104,7 @@ impl DelegatedTransport for bus_ws::WsAcceptor {
     }
 
     /// Plain WS: an HTTP `503` with a short body, before the upgrade. WSS:
-    /// nothing (closed before the ClientHello is processed).
+    /// nothing (closed before the `ClientHello` is processed).
     fn refusal(&self) -> Option<&'static [u8]> {
         (bus_ws::WsAcceptor::kind(self) == TransportKind::Ws).then_some(WS_REFUSAL)
     }

@@ -284,13 +284,12 @@ fn descriptor_exhaustion_refuses_new_sockets_serves_the_others_and_recovers() {
     let deadline = Instant::now() + STEP;
     let mut again = Vec::new();
     while again.len() < fitted {
-        match echo_client(node.tcp) {
-            Some(client) => again.push(client),
+        if let Some(client) = echo_client(node.tcp) {
+            again.push(client);
+        } else {
             // The node is still closing the old ones.
-            None => {
-                assert!(Instant::now() < deadline, "only {} fit again", again.len());
-                thread::sleep(Duration::from_millis(10));
-            }
+            assert!(Instant::now() < deadline, "only {} fit again", again.len());
+            thread::sleep(Duration::from_millis(10));
         }
     }
     for client in &mut again {

@@ -455,7 +455,7 @@ fn a_goodbye_that_cannot_be_written_is_not_counted_in_the_summary() {
         .expect("connect");
     let mut client: std::net::TcpStream = socket.into();
     client.set_write_timeout(Some(STEP)).expect("timeout");
-    let mut echo = frame(ECHO, &[7u8; 64 << 10]);
+    let mut echo = frame(ECHO, &vec![7u8; 64 << 10]);
     echo.seal();
     let echo = echo.freeze();
     // 32 MiB of echoes: once written, the node has read most of them
