@@ -162,3 +162,54 @@ pub async fn handshakes_beyond_the_cap_are_refused_until_one_ends<T: ShardTransp
     drop((live, again));
     shutdown(shards, GRACE).await;
 }
+
+/// QUIC counts in the node-wide cap through the same counter: with
+/// `max_connections` = 1 held by a TCP client, a QUIC attempt is refused
+/// (and counted on the QUIC listener's gate); once the TCP client leaves,
+/// a QUIC client connects and echoes.
+pub async fn quic_connections_count_in_the_node_wide_cap() {
+    use crate::transport::{Quic, Tcp};
+    let harness = Harness::new();
+    let mut bus = BusConfig::default();
+    bus.max_connections = 1;
+    bus.handshake_grace = LONG_GRACE;
+    let builder = Shards::builder(ShardsConfig::new(2), bus)
+        .listen(loopback(), bus_shard::Tcp)
+        .serve_on(0, || {
+            Ok::<_, bus_quic::QuicError>(Quic::listen_with(&Quic::listener_config()))
+        });
+    let shards = harness.start(builder);
+    let (tcp, quic) = (shards.local_addrs()[0], shards.local_addrs()[1]);
+    let admission = shards.admission().clone();
+    let mut held = Client::new(Tcp::connect(tcp).await).await;
+
+    let mut config = Quic::client_config();
+    config.connect_timeout = Duration::from_secs(2);
+    let client = bus_quic::ClientQuic::new(&config).expect("client QUIC");
+    if let Ok((connection, send, recv)) =
+        within("a refused QUIC attempt", client.connect_raw(quic)).await
+    {
+        // The client may finish its side first; the stream never works.
+        let mut raw = crate::client::QuicClient::new(connection, send, recv);
+        raw.send_raw(bus_quic::opening_ping().as_bytes()).await;
+        assert!(
+            raw.recv().await.is_err(),
+            "a refused QUIC connection is not served"
+        );
+    }
+    let gates = admission.listeners();
+    let quic_gate = gates
+        .iter()
+        .find(|g| g.kind == Some(TransportKind::Quic))
+        .expect("the QUIC listener's gate");
+    assert_eq!(quic_gate.refused_connections, 1, "{quic_gate:?}");
+    held.barrier().await;
+
+    drop(held);
+    eventually("the TCP slot is freed", || admission.live() == 0).await;
+    let mut quic_client = Client::new(Quic::connect(quic).await).await;
+    quic_client.barrier().await;
+    assert_eq!(admission.live(), 1);
+    drop(quic_client);
+    shutdown(shards, GRACE).await;
+}

@@ -743,3 +743,8 @@ async fn unidirectional_streams_and_datagrams_are_not_allowed() {
     assert_eq!(only.header().request(), 1, "only the bus stream's frame");
     scenarios::stop(&node).await;
 }
+
+#[compio::test]
+async fn quic_connections_count_in_the_node_wide_max_connections() {
+    bus_tests::admission::quic_connections_count_in_the_node_wide_cap().await;
+}

@@ -335,6 +335,12 @@ async fn stop(
         .last_stats
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
+    // Requests sent from now on find the queue closed and read the last
+    // counters; those already queued are answered here, none left waiting.
+    mailbox.control.close();
+    while let Ok(request) = mailbox.control.try_recv() {
+        answer(bus, me, counters, request);
+    }
     ShardExit {
         shard: bus.shard(),
         bus: report,
