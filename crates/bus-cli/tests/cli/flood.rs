@@ -32,18 +32,27 @@ struct Node {
     tcp: SocketAddr,
     admin: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The start-up summary (stdout up to the `listening` line).
+    summary: Vec<String>,
 }
 
 impl Node {
     /// Starts `bus serve` with `config` (TOML) under `sh -c "ulimit -n
     /// LIMIT; exec bus serve …"` when `nofile` is given.
     fn start(config: &str, nofile: Option<u32>) -> Self {
+        Self::start_under(
+            config,
+            &nofile.map_or_else(String::new, |n| format!("ulimit -n {n} && ")),
+        )
+    }
+
+    /// Starts `bus serve` with `config` after the shell commands `limit`.
+    fn start_under(config: &str, limit: &str) -> Self {
         let dir = bus_tests::pki::unique_dir("flood");
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("bus.toml");
         std::fs::write(&file, config).expect("config");
         let mut command = Command::new("sh");
-        let limit = nofile.map_or_else(String::new, |n| format!("ulimit -n {n} && "));
         command
             .arg("-c")
             .arg(format!(r#"{limit}exec "$0" "$@""#))
@@ -75,10 +84,11 @@ impl Node {
                 }
             }
         });
+        let mut summary = Vec::new();
         let listening = loop {
             match rx.recv_timeout(STEP) {
                 Ok(line) if line.starts_with("listening ") => break line,
-                Ok(_) => {}
+                Ok(line) => summary.push(line),
                 Err(err) => panic!("no listening line: {err}; log: {:?}", log.lock()),
             }
         };
@@ -93,6 +103,7 @@ impl Node {
             tcp: addr("tcp=").expect("tcp listener"),
             admin: addr("admin="),
             log,
+            summary,
         }
     }
 
@@ -295,4 +306,37 @@ fn descriptor_exhaustion_refuses_new_sockets_serves_the_others_and_recovers() {
     for client in &mut again {
         assert!(echo(client));
     }
+}
+
+/// `bus serve` raises its soft descriptor limit to the hard one and says
+/// so, beside `max_connections`.
+#[test]
+fn serve_raises_the_soft_descriptor_limit_and_reports_both() {
+    let node = Node::start_under(
+        "[tls]\nenabled = false\n[ws]\nenabled = false\n[wss]\nenabled = false\n\
+         [quic]\nenabled = false\n[tcp]\nlisten = \"127.0.0.1:0\"\n",
+        "ulimit -S -n 256 && ",
+    );
+    let line = node
+        .summary
+        .iter()
+        .find(|l| l.trim_start().starts_with("descriptors: "))
+        .unwrap_or_else(|| panic!("no descriptors line in {:#?}", node.summary));
+    let hard = {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid, writable `rlimit` for the call.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) },
+            0
+        );
+        limit.rlim_max
+    };
+    if hard > 256 {
+        assert!(line.contains("(raised from 256)"), "{line}");
+    }
+    assert!(line.contains("max_connections 10000"), "{line}");
+    let _ = node.tcp;
 }
