@@ -328,10 +328,8 @@ fn serve_raises_the_soft_descriptor_limit_and_reports_both() {
             rlim_max: 0,
         };
         // SAFETY: `limit` is a valid, writable `rlimit` for the call.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) },
-            0
-        );
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) };
+        assert_eq!(rc, 0);
         limit.rlim_max
     };
     if hard > 256 {
