@@ -176,20 +176,19 @@ impl ShardsBuilder {
         let shard0_serves = self.config.shard0_serves(count);
         let (ready_tx, ready_rx) = mpsc::channel();
         let (exit_tx, exit_rx) = mpsc::channel();
+        // One connection cap for the node, shared by every listener.
+        let admission = bus_core::Admission::new(self.bus.max_connections);
         let mut shards = Shards {
             links: links.clone(),
             owners: owners.clone(),
             threads: Vec::with_capacity(usize::from(count)),
             exits: Mutex::new(exit_rx),
             addrs: Vec::new(),
-            admission: bus_core::Admission::new(self.bus.max_connections),
+            admission: admission.clone(),
         };
         let mut delegated = Some(delegated);
         // One inbound budget for the node, shared by every shard's bus.
         let budget = bus_core::InboundBudget::new(self.bus.inbound_budget_bytes);
-        // One connection cap for the node, shared by every listener.
-        let admission = bus_core::Admission::new(self.bus.max_connections);
-        shards.admission = admission.clone();
         for ((shard, mailbox), local) in (0..count).zip(mailboxes).zip(local) {
             let seed = Seed {
                 shard,
