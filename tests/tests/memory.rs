@@ -38,8 +38,17 @@ struct Node {
     addr: std::net::SocketAddr,
     delivered: async_channel::Receiver<u64>,
     stop: async_channel::Sender<()>,
-    report: mpsc::Receiver<(usize, u64)>,
+    report: mpsc::Receiver<Report>,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// What a node reports when it stops: its thread's peak heap growth, the
+/// frames its handler saw whole (Echo aside), and the sends its queues
+/// refused.
+struct Report {
+    peak: usize,
+    whole: u64,
+    queue_full: u64,
 }
 
 /// Most frames the handler reports before the test reads them.
@@ -92,8 +101,15 @@ fn start(config: BusConfig) -> Node {
             let window = Window::start();
             let _ = stop_rx.recv().await;
             let peak = window.peak_growth();
+            let queue_full = bus.stats().queue_full;
             bus.shutdown(Duration::from_secs(1)).await;
-            report_tx.send((peak, frames.get())).expect("report");
+            report_tx
+                .send(Report {
+                    peak,
+                    whole: frames.get(),
+                    queue_full,
+                })
+                .expect("report");
         });
     });
     let addr = addr_rx
@@ -109,9 +125,8 @@ fn start(config: BusConfig) -> Node {
 }
 
 impl Node {
-    /// Stops the node; returns its thread's peak heap growth and the frames
-    /// its handler saw whole (Echo aside).
-    async fn finish(self) -> (usize, u64) {
+    /// Stops the node and returns its report.
+    async fn finish(self) -> Report {
         self.stop.send(()).await.expect("stop");
         let report = self
             .report
@@ -173,12 +188,46 @@ async fn a_client_that_never_reads_its_echoes_cannot_grow_the_node_past_its_queu
         assert_eq!(reply.header().request(), request);
     }
     drop(hog);
-    let (peak, _) = node.finish().await;
+    let Report { peak, .. } = node.finish().await;
     let bound = queue + budget + CONSTANT;
     println!("node heap grew at most {peak} bytes (bound {bound})");
     assert!(
         peak <= bound,
         "the node held {peak} bytes for a client that does not read; bound {bound}"
+    );
+}
+
+/// A client sends Echo frames of 100 000 bytes (the queue is no multiple
+/// of them) and never reads. Its input is paused
+/// once its queue holds half its byte bound, before a reply would be
+/// refused: the node reads no further, so no reply is dropped (before, it
+/// kept reading and dropping replies as `QueueFull` for as long as the
+/// client kept writing).
+#[compio::test]
+async fn a_client_that_never_reads_is_paused_before_a_reply_is_refused() {
+    let mut config = config();
+    config.queue_capacity_bytes = 2 * MIB;
+    let node = start(config);
+    let mut hog = within("connect", TcpStream::connect(node.addr))
+        .await
+        .expect("connect");
+    // 64 MiB offered, far beyond the queue and the kernel's buffers.
+    let writing = async {
+        for request in 1..=1024u64 {
+            let BufResult(res, _) = hog.write_all(frame(ECHO, request, 100_000)).await;
+            if res.is_err() {
+                break;
+            }
+        }
+    };
+    // Whether the writes stall (paused) or not (the node reads and drops),
+    // stop after a while: the count of refused replies tells which.
+    let _ = compio::runtime::time::timeout(Duration::from_secs(3), writing).await;
+    drop(hog);
+    let Report { queue_full, .. } = node.finish().await;
+    assert_eq!(
+        queue_full, 0,
+        "replies refused while the client was still read"
     );
 }
 
@@ -220,7 +269,11 @@ async fn two_hundred_half_sent_frames_hold_at_most_the_inbound_budget() {
         assert!(seen.insert(request), "frame {request} delivered twice");
     }
     drop(senders);
-    let (peak, frames) = node.finish().await;
+    let Report {
+        peak,
+        whole: frames,
+        ..
+    } = node.finish().await;
     assert_eq!(frames, CONNECTIONS, "every frame delivered whole, once");
     let bound = budget + CONSTANT;
     println!("node heap grew at most {peak} bytes (bound {bound})");

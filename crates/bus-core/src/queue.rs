@@ -53,11 +53,16 @@ impl OutQueue {
         self.frames.len() >= self.bounds.frames || self.bytes() + len > self.bounds.bytes
     }
 
-    /// Whether the queue is at either bound, so the connection's own input
-    /// (which may produce replies and Pongs) should wait.
-    pub(crate) fn is_full(&self) -> bool {
+    /// Whether the connection's own input (which may produce replies and
+    /// Pongs) should wait: the queue cannot take even a bare header, or it
+    /// holds half its byte bound or more. Pausing at half leaves the other
+    /// half for the replies to what was already read, so a peer that stops
+    /// reading is paused before its replies are refused (with the default
+    /// bounds, 64 MiB of queue against 16 MiB messages, a reply to any
+    /// frame fits).
+    pub(crate) fn pauses_input(&self) -> bool {
         // A bare header is the smallest thing that could be queued next.
-        self.refuses(crate::limits::HEADER_SIZE)
+        self.refuses(crate::limits::HEADER_SIZE) || self.bytes() >= self.bounds.bytes / 2
     }
 
     pub(crate) fn push(&mut self, frame: Frame) -> Result<(), SendError> {
@@ -123,9 +128,22 @@ mod tests {
             q.push(frame(0)).unwrap();
         }
         assert_eq!(q.push(frame(0)), Err(SendError::QueueFull), "frames");
-        assert!(q.is_full());
+        assert!(q.pauses_input());
         assert_eq!(q.clear(), 3);
         assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn input_pauses_at_half_the_byte_bound_while_a_reply_still_fits() {
+        let mut q = OutQueue::new(QueueBounds {
+            frames: 100,
+            bytes: 1000,
+        });
+        q.push(frame(100)).unwrap(); // 356
+        assert!(!q.pauses_input());
+        q.push(frame(0)).unwrap(); // 612
+        assert!(q.pauses_input(), "half the bytes held");
+        assert!(!q.refuses(356), "a reply to what was read still fits");
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl ConnCore {
     /// is always read.
     pub(crate) fn wants_input(&self) -> bool {
         match self.read {
-            ReadSide::Frames => self.phase != Phase::Open || !self.queue.is_full(),
+            ReadSide::Frames => self.phase != Phase::Open || !self.queue.pauses_input(),
             ReadSide::Discard => true,
             ReadSide::Ended => false,
         }
