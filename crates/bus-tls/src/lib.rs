@@ -32,6 +32,7 @@ mod error;
 mod identity;
 mod listener;
 mod provider;
+mod records;
 mod server;
 mod stream;
 
