@@ -529,3 +529,111 @@ async fn self_signed_certificate_is_generated_once_and_trusted_by_clients() {
     echo(&mut client, 5).await;
     stop(&node).await;
 }
+
+/// Limits for the record-driver tests: frames up to 32 MiB, unsealed.
+const BIG_LIMITS: bus_core::DecodeLimits = bus_core::DecodeLimits {
+    max_message_size_bytes: 32 << 20,
+    require_sealed: false,
+};
+
+/// The server half of one accepted connection, established on the record
+/// driver with a small read buffer (so frames cross the large-frame path).
+async fn accept_records(
+    listener: &mut bus_tls::TlsListener,
+) -> (bus_tls::TlsReader, bus_tls::TlsWriter) {
+    let incoming = within("accept", listener.accept()).await.expect("accept");
+    let (reader, writer, _) = within(
+        "server handshake",
+        bus_core::transport::Connection::establish(
+            incoming,
+            bus_core::ReadSettings::new(BIG_LIMITS).read_buffer(4096),
+        ),
+    )
+    .await
+    .expect("server handshake");
+    (reader, writer)
+}
+
+#[compio::test]
+async fn a_16_mib_frame_crosses_many_records_intact_both_ways() {
+    use bus_core::transport::{FrameReader, FrameWriter};
+    const BODY: usize = 16 << 20;
+    let mut listener = <Tls as bus_tests::transport::TestTransport>::listen().await;
+    let addr = listener.local_addr().expect("addr");
+    // Both ends on the record driver: the client half is what bus-client
+    // uses (`TlsOutgoing`).
+    let client = compio::runtime::spawn(async move {
+        let outgoing = within("dial", Tls::client_tls().dial(addr))
+            .await
+            .expect("dial");
+        let (mut reader, mut writer, _) = within(
+            "client handshake",
+            bus_core::transport::Connection::establish(
+                outgoing,
+                bus_core::ReadSettings::new(BIG_LIMITS),
+            ),
+        )
+        .await
+        .expect("client handshake");
+        // A small frame first and last: packing small frames into records
+        // must not reorder them around the large one.
+        let batch = vec![app(ECHO, 1, 10), app(ECHO, 2, BODY), app(ECHO, 3, 7)];
+        let compio::BufResult(res, _) = within("send", writer.write_batch(batch)).await;
+        res.expect("send");
+        for (request, body) in [(1, 10), (2, BODY), (3, 7)] {
+            let frame = within("echo", reader.read_frame()).await.expect("echo");
+            assert_eq!(frame.header().request(), request);
+            assert_pattern(frame.body(), request, body);
+        }
+        within("close", writer.close(None)).await.expect("close");
+    });
+    let (mut reader, mut writer) = accept_records(&mut listener).await;
+    for (request, body) in [(1, 10), (2, BODY), (3, 7)] {
+        let frame = within("frame", reader.read_frame()).await.expect("frame");
+        assert_eq!(frame.header().request(), request);
+        assert_pattern(frame.body(), request, body);
+        let compio::BufResult(res, _) = within("echo", writer.write_batch(vec![frame])).await;
+        res.expect("echo");
+    }
+    let end = within("end", reader.read_frame()).await;
+    assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
+    within("client", client).await.expect("client ok");
+}
+
+#[compio::test]
+async fn one_byte_records_and_full_records_both_work() {
+    use bus_core::transport::{FrameReader, FrameWriter};
+    let mut listener = <Tls as bus_tests::transport::TestTransport>::listen().await;
+    let addr = listener.local_addr().expect("addr");
+    let small = app(ECHO, 1, 300);
+    let large = app(ECHO, 2, 5 * 16384 + 17);
+    let (small_bytes, large_bytes) = (small.clone(), large.clone());
+    // A buffered rustls client: every flushed write is its own record, so
+    // byte-by-byte writes make one-byte records, and one large write makes
+    // records of the maximum size (16 KiB of plaintext).
+    let sender = compio::runtime::spawn(async move {
+        let mut client = TlsClient::connect(&Tls::client_tls(), addr).await;
+        for byte in small_bytes.as_bytes() {
+            client.send_raw(std::slice::from_ref(byte)).await;
+        }
+        client.send_raw(large_bytes.as_bytes()).await;
+        // The server echoes both; its replies to a one-frame batch of 80 KiB
+        // are full records too.
+        for (request, body) in [(1, 300), (2, 5 * 16384 + 17)] {
+            let frame = client.recv_frame().await;
+            assert_eq!(frame.header().request(), request);
+            assert_pattern(frame.body(), request, body);
+        }
+        client.close().await;
+    });
+    let (mut reader, mut writer) = accept_records(&mut listener).await;
+    for expected in [&small, &large] {
+        let frame = within("frame", reader.read_frame()).await.expect("frame");
+        assert_eq!(frame.as_bytes(), expected.as_bytes());
+        let compio::BufResult(res, _) = within("echo", writer.write_batch(vec![frame])).await;
+        res.expect("echo");
+    }
+    let end = within("end", reader.read_frame()).await;
+    assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
+    within("sender", sender).await.expect("sender ok");
+}

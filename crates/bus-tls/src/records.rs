@@ -149,8 +149,9 @@ impl Inbox {
         &mut self.rx[self.start..]
     }
 
-    /// Whether rustls holds nothing of the unprocessed bytes: they are at
-    /// most one incomplete record. Otherwise its handshake deframer keeps a
+    /// Whether rustls holds nothing of the unprocessed bytes, once it has
+    /// processed every complete record: they are at most one incomplete
+    /// record. Otherwise its handshake deframer keeps a
     /// message spanning records in this buffer, and rustls may be driven
     /// only with this buffer, not with an empty one (the writer's way).
     fn is_clean(&self) -> bool {
@@ -542,6 +543,9 @@ impl Pump {
 struct Decrypted {
     copied: usize,
     closed: bool,
+    /// rustls keeps nothing of the unprocessed bytes (see
+    /// [`Inbox::is_clean`]).
+    clean: bool,
 }
 
 /// Decrypts the records in `inbox` into `spare` until it is full or a
@@ -605,7 +609,17 @@ fn decrypt_step<C: Side>(
         }
         inbox.start += discard;
         if closed || stop || copied == spare.len() {
-            return Ok(Decrypted { copied, closed });
+            // Stopped by a full `spare` right after application data:
+            // rustls discarded every record it processed (a handshake
+            // message spanning records cannot have application data inside
+            // it, RFC 8446 §5.1), whatever follows is unprocessed. Stopped
+            // for want of bytes: what is left may hold such a message.
+            let clean = closed || !stop || inbox.is_clean();
+            return Ok(Decrypted {
+                copied,
+                closed,
+                clean,
+            });
         }
     }
 }
@@ -656,7 +670,8 @@ impl Source {
                 }
                 let spare = buf.spare_mut();
                 let step = on_side!(conn, c => decrypt_step(&mut **c, &mut self.inbox, control, spare, &mut self.plain));
-                *clean = self.inbox.is_clean();
+                // After an error the session is dead: let the writer see it.
+                *clean = step.as_ref().map_or(true, |step| step.clean);
                 if *clean && let Some(waker) = writer.take() {
                     waker.wake();
                 }
