@@ -857,15 +857,22 @@ impl Writer {
     /// # Cancel safety
     /// Not cancel safe (a write in flight is lost with its buffer).
     pub(crate) async fn write_frames(&mut self, frames: &[Frame]) -> io::Result<()> {
-        for frame in frames {
+        for (i, frame) in frames.iter().enumerate() {
             let bytes = frame.as_bytes();
             if self.stage.len() + bytes.len() > TLS_RECORD_PLAINTEXT_BYTES {
                 self.seal_stage().await?;
             }
-            if bytes.len() <= TLS_RECORD_PLAINTEXT_BYTES {
-                self.stage.extend_from_slice(bytes);
-            } else {
+            // A frame that would fill its records alone (a large one, or
+            // one the next frame cannot join) is encrypted straight from
+            // the frame, without being packed first.
+            let alone = self.stage.is_empty()
+                && frames
+                    .get(i + 1)
+                    .is_none_or(|next| bytes.len() + next.len() > TLS_RECORD_PLAINTEXT_BYTES);
+            if alone || bytes.len() > TLS_RECORD_PLAINTEXT_BYTES {
                 self.seal(bytes).await?;
+            } else {
+                self.stage.extend_from_slice(bytes);
             }
         }
         self.seal_stage().await?;
