@@ -207,10 +207,10 @@ impl Plain {
         self.bytes.extend_from_slice(bytes);
     }
 
-    /// Moves as much as fits into `spare`; returns how much.
-    fn take_into(&mut self, spare: &mut [u8]) -> usize {
-        let n = spare.len().min(self.bytes.len() - self.at);
-        spare[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+    /// Moves as much as fits into `buf`'s spare room; returns how much.
+    fn take_into(&mut self, buf: &mut ByteBuf) -> usize {
+        let n = buf.spare().min(self.bytes.len() - self.at);
+        buf.extend_from_slice(&self.bytes[self.at..self.at + n]);
         self.at += n;
         if self.is_empty() && self.bytes.capacity() > TLS_RECORD_PLAINTEXT_BYTES {
             self.bytes = Vec::new();
@@ -548,14 +548,15 @@ struct Decrypted {
     clean: bool,
 }
 
-/// Decrypts the records in `inbox` into `spare` until it is full or a
-/// record is incomplete; the tail of a record that does not fit goes to
-/// `plain`.
+/// Decrypts the records in `inbox` into `buf`'s spare room until it is
+/// full or a record is incomplete; the tail of a record that does not fit
+/// goes to `plain`. (Appending with `extend_from_slice` never zeroes the
+/// spare room first, which matters for a large frame's fresh storage.)
 fn decrypt_step<C: Side>(
     conn: &mut C,
     inbox: &mut Inbox,
     control: &mut Vec<u8>,
-    spare: &mut [u8],
+    buf: &mut ByteBuf,
     plain: &mut Plain,
 ) -> io::Result<Decrypted> {
     let mut copied = 0;
@@ -572,8 +573,8 @@ fn decrypt_step<C: Side>(
             Ok(ConnectionState::ReadTraffic(mut read)) => {
                 while let Some(record) = read.next_record() {
                     let payload = record.map_err(tls_error)?.payload;
-                    let n = payload.len().min(spare.len() - copied);
-                    spare[copied..copied + n].copy_from_slice(&payload[..n]);
+                    let n = payload.len().min(buf.spare());
+                    buf.extend_from_slice(&payload[..n]);
                     copied += n;
                     if n < payload.len() {
                         plain.keep(&payload[n..]);
@@ -608,7 +609,7 @@ fn decrypt_step<C: Side>(
             }
         }
         inbox.start += discard;
-        if closed || stop || copied == spare.len() {
+        if closed || stop || buf.spare() == 0 {
             // Stopped by a full `spare` right after application data:
             // rustls discarded every record it processed (a handshake
             // message spanning records cannot have application data inside
@@ -652,9 +653,7 @@ impl Source {
                 }
             }
             if !self.plain.is_empty() {
-                let n = self.plain.take_into(buf.spare_mut());
-                buf.advance(n);
-                return Ok(n);
+                return Ok(self.plain.take_into(buf));
             }
             let step = {
                 let mut core = self.shared.borrow_mut();
@@ -668,8 +667,7 @@ impl Source {
                 if *peer_closed {
                     return Ok(0);
                 }
-                let spare = buf.spare_mut();
-                let step = on_side!(conn, c => decrypt_step(&mut **c, &mut self.inbox, control, spare, &mut self.plain));
+                let step = on_side!(conn, c => decrypt_step(&mut **c, &mut self.inbox, control, buf, &mut self.plain));
                 // After an error the session is dead: let the writer see it.
                 *clean = step.as_ref().map_or(true, |step| step.clean);
                 if *clean && let Some(waker) = writer.take() {
@@ -680,7 +678,6 @@ impl Source {
                 step
             };
             if step.copied > 0 {
-                buf.advance(step.copied);
                 return Ok(step.copied);
             }
             if step.closed {
