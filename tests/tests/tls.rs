@@ -637,3 +637,59 @@ async fn one_byte_records_and_full_records_both_work() {
     assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
     within("sender", sender).await.expect("sender ok");
 }
+
+/// A blocking rustls client (buffered API, its own thread) that sends
+/// `frames`, reads each echo back whole and, after each, asks for a key
+/// update (`KeyUpdate` with `update_requested`): the server must answer with
+/// its own key update before its next record, and both directions go on
+/// with new keys. Ends with `close_notify`.
+fn key_updating_client(addr: std::net::SocketAddr, frames: Vec<bus_core::Frame>) {
+    use std::io::{Read, Write};
+    let roots = bus_tls::load_roots(&pki().ca).expect("roots");
+    let mut config = ClientConfig::builder_with_provider(bus_tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"bus.v1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut sock = std::net::TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(bus_tests::STEP))
+        .expect("timeout");
+    sock.set_write_timeout(Some(bus_tests::STEP))
+        .expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    for frame in &frames {
+        tls.write_all(frame.as_bytes()).expect("send");
+        tls.flush().expect("flush");
+        let mut echo = vec![0; frame.len()];
+        tls.read_exact(&mut echo).expect("echo");
+        assert_eq!(echo, frame.as_bytes(), "the echo is the frame");
+        tls.conn.refresh_traffic_keys().expect("key update");
+    }
+    tls.conn.send_close_notify();
+    tls.flush().expect("close_notify");
+}
+
+#[compio::test]
+async fn key_updates_are_answered_and_traffic_goes_on() {
+    use bus_core::transport::{FrameReader, FrameWriter};
+    let mut listener = <Tls as bus_tests::transport::TestTransport>::listen().await;
+    let addr = listener.local_addr().expect("addr");
+    let frames: Vec<_> = (1..=4)
+        .map(|r| app(ECHO, r, 700 * usize::try_from(r).expect("fits")))
+        .collect();
+    let sent = frames.clone();
+    let client = std::thread::spawn(move || key_updating_client(addr, sent));
+    let (mut reader, mut writer) = accept_records(&mut listener).await;
+    for expected in &frames {
+        let frame = within("frame", reader.read_frame()).await.expect("frame");
+        assert_eq!(frame.as_bytes(), expected.as_bytes());
+        let compio::BufResult(res, _) = within("echo", writer.write_batch(vec![frame])).await;
+        res.expect("echo");
+    }
+    let end = within("end", reader.read_frame()).await;
+    assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
+    client.join().expect("the client saw every echo");
+}
