@@ -643,7 +643,7 @@ async fn one_byte_records_and_full_records_both_work() {
 /// update (`KeyUpdate` with `update_requested`): the server must answer with
 /// its own key update before its next record, and both directions go on
 /// with new keys. Ends with `close_notify`.
-fn key_updating_client(addr: std::net::SocketAddr, frames: Vec<bus_core::Frame>) {
+fn key_updating_client(addr: std::net::SocketAddr, frames: &[bus_core::Frame]) {
     use std::io::{Read, Write};
     let roots = bus_tls::load_roots(&pki().ca).expect("roots");
     let mut config = ClientConfig::builder_with_provider(bus_tls::crypto_provider())
@@ -660,7 +660,7 @@ fn key_updating_client(addr: std::net::SocketAddr, frames: Vec<bus_core::Frame>)
     sock.set_write_timeout(Some(bus_tests::STEP))
         .expect("timeout");
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    for frame in &frames {
+    for frame in frames {
         tls.write_all(frame.as_bytes()).expect("send");
         tls.flush().expect("flush");
         let mut echo = vec![0; frame.len()];
@@ -681,7 +681,7 @@ async fn key_updates_are_answered_and_traffic_goes_on() {
         .map(|r| app(ECHO, r, 700 * usize::try_from(r).expect("fits")))
         .collect();
     let sent = frames.clone();
-    let client = std::thread::spawn(move || key_updating_client(addr, sent));
+    let client = std::thread::spawn(move || key_updating_client(addr, &sent));
     let (mut reader, mut writer) = accept_records(&mut listener).await;
     for expected in &frames {
         let frame = within("frame", reader.read_frame()).await.expect("frame");
