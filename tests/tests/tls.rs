@@ -545,3 +545,167 @@ async fn admission_refuses_handshakes_beyond_max_handshakes_until_one_ends() {
     >()
     .await;
 }
+
+/// Limits for the record-driver tests: frames up to 32 MiB, unsealed.
+const BIG_LIMITS: bus_core::DecodeLimits = bus_core::DecodeLimits {
+    max_message_size_bytes: 32 << 20,
+    require_sealed: false,
+};
+
+/// The server half of one accepted connection, established on the record
+/// driver with a small read buffer (so frames cross the large-frame path).
+async fn accept_records(
+    listener: &mut bus_tls::TlsListener,
+) -> (bus_tls::TlsReader, bus_tls::TlsWriter) {
+    let incoming = within("accept", listener.accept()).await.expect("accept");
+    let (reader, writer, _) = within(
+        "server handshake",
+        bus_core::transport::Connection::establish(
+            incoming,
+            bus_core::ReadSettings::new(BIG_LIMITS).read_buffer(4096),
+        ),
+    )
+    .await
+    .expect("server handshake");
+    (reader, writer)
+}
+
+#[compio::test]
+async fn a_16_mib_frame_crosses_many_records_intact_both_ways() {
+    use bus_core::transport::{FrameReader, FrameWriter};
+    const BODY: usize = 16 << 20;
+    let mut listener = <Tls as bus_tests::transport::TestTransport>::listen().await;
+    let addr = listener.local_addr().expect("addr");
+    // Both ends on the record driver: the client half is what bus-client
+    // uses (`TlsOutgoing`).
+    let client = compio::runtime::spawn(async move {
+        let outgoing = within("dial", Tls::client_tls().dial(addr))
+            .await
+            .expect("dial");
+        let (mut reader, mut writer, _) = within(
+            "client handshake",
+            bus_core::transport::Connection::establish(
+                outgoing,
+                bus_core::ReadSettings::new(BIG_LIMITS),
+            ),
+        )
+        .await
+        .expect("client handshake");
+        // A small frame first and last: packing small frames into records
+        // must not reorder them around the large one.
+        let batch = vec![app(ECHO, 1, 10), app(ECHO, 2, BODY), app(ECHO, 3, 7)];
+        let compio::BufResult(res, _) = within("send", writer.write_batch(batch)).await;
+        res.expect("send");
+        for (request, body) in [(1, 10), (2, BODY), (3, 7)] {
+            let frame = within("echo", reader.read_frame()).await.expect("echo");
+            assert_eq!(frame.header().request(), request);
+            assert_pattern(frame.body(), request, body);
+        }
+        within("close", writer.close(None)).await.expect("close");
+    });
+    let (mut reader, mut writer) = accept_records(&mut listener).await;
+    for (request, body) in [(1, 10), (2, BODY), (3, 7)] {
+        let frame = within("frame", reader.read_frame()).await.expect("frame");
+        assert_eq!(frame.header().request(), request);
+        assert_pattern(frame.body(), request, body);
+        let compio::BufResult(res, _) = within("echo", writer.write_batch(vec![frame])).await;
+        res.expect("echo");
+    }
+    let end = within("end", reader.read_frame()).await;
+    assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
+    within("client", client).await.expect("client ok");
+}
+
+#[compio::test]
+async fn one_byte_records_and_full_records_both_work() {
+    use bus_core::transport::{FrameReader, FrameWriter};
+    let mut listener = <Tls as bus_tests::transport::TestTransport>::listen().await;
+    let addr = listener.local_addr().expect("addr");
+    let small = app(ECHO, 1, 300);
+    let large = app(ECHO, 2, 5 * 16384 + 17);
+    let (small_bytes, large_bytes) = (small.clone(), large.clone());
+    // A buffered rustls client: every flushed write is its own record, so
+    // byte-by-byte writes make one-byte records, and one large write makes
+    // records of the maximum size (16 KiB of plaintext).
+    let sender = compio::runtime::spawn(async move {
+        let mut client = TlsClient::connect(&Tls::client_tls(), addr).await;
+        for byte in small_bytes.as_bytes() {
+            client.send_raw(std::slice::from_ref(byte)).await;
+        }
+        client.send_raw(large_bytes.as_bytes()).await;
+        // The server echoes both; its replies to a one-frame batch of 80 KiB
+        // are full records too.
+        for (request, body) in [(1, 300), (2, 5 * 16384 + 17)] {
+            let frame = client.recv_frame().await;
+            assert_eq!(frame.header().request(), request);
+            assert_pattern(frame.body(), request, body);
+        }
+        client.close().await;
+    });
+    let (mut reader, mut writer) = accept_records(&mut listener).await;
+    for expected in [&small, &large] {
+        let frame = within("frame", reader.read_frame()).await.expect("frame");
+        assert_eq!(frame.as_bytes(), expected.as_bytes());
+        let compio::BufResult(res, _) = within("echo", writer.write_batch(vec![frame])).await;
+        res.expect("echo");
+    }
+    let end = within("end", reader.read_frame()).await;
+    assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
+    within("sender", sender).await.expect("sender ok");
+}
+
+/// A blocking rustls client (buffered API, its own thread) that sends
+/// `frames`, reads each echo back whole and, after each, asks for a key
+/// update (`KeyUpdate` with `update_requested`): the server must answer with
+/// its own key update before its next record, and both directions go on
+/// with new keys. Ends with `close_notify`.
+fn key_updating_client(addr: std::net::SocketAddr, frames: &[bus_core::Frame]) {
+    use std::io::{Read, Write};
+    let roots = bus_tls::load_roots(&pki().ca).expect("roots");
+    let mut config = ClientConfig::builder_with_provider(bus_tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"bus.v1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut sock = std::net::TcpStream::connect(addr).expect("connect");
+    sock.set_read_timeout(Some(bus_tests::STEP))
+        .expect("timeout");
+    sock.set_write_timeout(Some(bus_tests::STEP))
+        .expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    for frame in frames {
+        tls.write_all(frame.as_bytes()).expect("send");
+        tls.flush().expect("flush");
+        let mut echo = vec![0; frame.len()];
+        tls.read_exact(&mut echo).expect("echo");
+        assert_eq!(echo, frame.as_bytes(), "the echo is the frame");
+        tls.conn.refresh_traffic_keys().expect("key update");
+    }
+    tls.conn.send_close_notify();
+    tls.flush().expect("close_notify");
+}
+
+#[compio::test]
+async fn key_updates_are_answered_and_traffic_goes_on() {
+    use bus_core::transport::{FrameReader, FrameWriter};
+    let mut listener = <Tls as bus_tests::transport::TestTransport>::listen().await;
+    let addr = listener.local_addr().expect("addr");
+    let frames: Vec<_> = (1..=4)
+        .map(|r| app(ECHO, r, 700 * usize::try_from(r).expect("fits")))
+        .collect();
+    let sent = frames.clone();
+    let client = std::thread::spawn(move || key_updating_client(addr, &sent));
+    let (mut reader, mut writer) = accept_records(&mut listener).await;
+    for expected in &frames {
+        let frame = within("frame", reader.read_frame()).await.expect("frame");
+        assert_eq!(frame.as_bytes(), expected.as_bytes());
+        let compio::BufResult(res, _) = within("echo", writer.write_batch(vec![frame])).await;
+        res.expect("echo");
+    }
+    let end = within("end", reader.read_frame()).await;
+    assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
+    client.join().expect("the client saw every echo");
+}

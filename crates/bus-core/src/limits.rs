@@ -140,6 +140,21 @@ pub const TLS_DEFAULT_BUFFER_BYTES: usize = 64 << 10;
 /// Most slices handed to one vectored TLS write; frames beyond it go in the
 /// next call of the same batch (the flush still happens once per batch).
 pub const TLS_MAX_IOV: usize = 64;
+/// Largest plaintext of one TLS record (RFC 8446 §5.1: 2^14 bytes). The
+/// record driver coalesces frames smaller than this into one record.
+pub const TLS_RECORD_PLAINTEXT_BYTES: usize = 1 << 14;
+/// Most bytes a TLS 1.3 record adds to its plaintext (RFC 8446 §5.2: a
+/// 5-byte header and at most 256 bytes of content type, padding and tag).
+pub const TLS_RECORD_OVERHEAD_BYTES: usize = 5 + 256;
+/// Ceiling the receive buffer of the record driver grows to while one
+/// handshake message spans several records and cannot be processed yet
+/// (rustls refuses handshake messages above 64 KiB), when the configured
+/// buffer is smaller.
+pub const TLS_MAX_RECEIVE_BUFFER_BYTES: usize = (64 << 10) + 2 * TLS_MIN_BUFFER_BYTES;
+/// Most bytes of TLS messages rustls produced while reading (key update
+/// answers, alerts) that may wait for the next write of the connection;
+/// a peer that makes more is refused.
+pub const TLS_MAX_PENDING_CONTROL_BYTES: usize = 16 << 10;
 
 // ---------------------------------------------------------------- WebSocket
 
@@ -238,6 +253,9 @@ const _: () =
     assert!(FRAME_POOL_BYTES_PER_CLASS >= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
 const _: () = assert!(TLS_MIN_BUFFER_BYTES <= TLS_DEFAULT_BUFFER_BYTES);
 const _: () = assert!(TLS_MAX_IOV <= IOV_MAX);
+const _: () =
+    assert!(TLS_RECORD_PLAINTEXT_BYTES + TLS_RECORD_OVERHEAD_BYTES <= TLS_MIN_BUFFER_BYTES);
+const _: () = assert!(TLS_MIN_BUFFER_BYTES <= TLS_MAX_RECEIVE_BUFFER_BYTES);
 const _: () = assert!(WS_MIN_BUFFER_BYTES <= WS_DEFAULT_READ_BUFFER_BYTES);
 const _: () = assert!(WS_DEFAULT_READ_BUFFER_BYTES <= WS_MAX_BUFFER_BYTES);
 const _: () = assert!(WS_MIN_BUFFER_BYTES <= WS_DEFAULT_WRITE_BUFFER_BYTES);

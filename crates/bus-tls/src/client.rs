@@ -143,6 +143,28 @@ impl ClientTls {
         }
     }
 
+    /// The client handshake of a bus connection, on rustls' unbuffered API
+    /// (see `records`).
+    ///
+    /// # Cancel safety
+    /// Dropping it abandons the handshake and drops the socket.
+    pub(crate) async fn handshake_records(
+        &self,
+        stream: TcpStream,
+    ) -> io::Result<crate::records::Session> {
+        let conn = rustls::client::UnbufferedClientConnection::new(
+            self.rustls.clone(),
+            self.server_name.clone(),
+        )
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        crate::records::handshake(
+            crate::records::Conn::Client(Box::new(conn)),
+            stream,
+            self.buffer_bytes,
+        )
+        .await
+    }
+
     /// Connects to `addr` and completes the handshake, each step bounded.
     ///
     /// # Cancel safety
@@ -206,7 +228,7 @@ impl Connection for TlsOutgoing {
         let peer = self.tcp.peer_addr();
         let session = self
             .tls
-            .handshake(self.tcp.into_stream())
+            .handshake_records(self.tcp.into_stream())
             .await
             .map_err(|err| Error::handshake(TransportKind::Tls, err))?;
         Ok(stream::established(session, peer, &reading))

@@ -15,9 +15,27 @@
 //! Policy, fixed by the spec: TLS 1.3 only (1.2 is refused), ALPN `bus.v1`
 //! offered (a client offering ALPN without it fails; one offering none is
 //! accepted), 0-RTT off, no client authentication unless a client CA is
-//! configured. Reads are cancel safe; a batch of frames is encrypted with
-//! vectored writes and flushed once; close sends `close_notify` before the
+//! configured. Reads are cancel safe; close sends `close_notify` before the
 //! TCP FIN.
+//!
+//! Two drivers carry the records:
+//!
+//! - The bus's own connections ([`TlsIncoming`], [`TlsOutgoing`]) run on
+//!   rustls' unbuffered API over compio's owned buffers: one receive buffer
+//!   decrypted in place, plaintext copied once into the decoder's space (the
+//!   frame itself for large frames), a batch of frames packed into records
+//!   and encrypted into one bounded send buffer handed to one write, the
+//!   socket read kept in flight by a per-connection pump so a dropped read
+//!   loses nothing. rustls 0.23 still copies each record's plaintext once
+//!   inside itself, each way.
+//! - [`TlsStream`] ([`ServerTls::accept`], [`ClientTls::handshake`],
+//!   [`ClientTls::connect`]) is the buffered futures-rustls session over
+//!   compio's adapter: a `futures-io` byte stream (WSS runs on it) with the
+//!   keying-material exporter (replica links bind to it; rustls 0.23's
+//!   unbuffered connections have none). [`frame_halves`] splits it.
+//!
+//! `examples/echo_bench.rs` is a bounded in-process echo for instruction
+//! counts (`valgrind --tool=callgrind`).
 //!
 //! This crate does no certificate issuance beyond the development
 //! certificate, and no revocation checking.
@@ -32,6 +50,7 @@ mod error;
 mod identity;
 mod listener;
 mod provider;
+mod records;
 mod server;
 mod stream;
 

@@ -97,7 +97,7 @@ impl Connection for TlsIncoming {
         let peer = self.tcp.peer_addr();
         let session = self
             .tls
-            .accept(self.tcp.into_stream(), reading.read_buffer_bytes)
+            .accept_records(self.tcp.into_stream(), reading.read_buffer_bytes)
             .await
             .map_err(|err| Error::handshake(TransportKind::Tls, err))?;
         Ok(stream::established(session, peer, &reading))

@@ -255,6 +255,26 @@ impl ServerTls {
         }
     }
 
+    /// The server handshake of the bus's own connections, on rustls'
+    /// unbuffered API (see `records`), with the config current now.
+    ///
+    /// # Cancel safety
+    /// Dropping it abandons the handshake and drops the socket.
+    pub(crate) async fn accept_records(
+        &self,
+        stream: compio::net::TcpStream,
+        buffer_bytes: usize,
+    ) -> io::Result<crate::records::Session> {
+        let conn = rustls::server::UnbufferedServerConnection::new(self.rustls_config())
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        crate::records::handshake(
+            crate::records::Conn::Server(Box::new(conn)),
+            stream,
+            buffer_bytes,
+        )
+        .await
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A writer cannot panic while holding the lock (it only assigns),
         // so poisoning would carry no broken state.

@@ -32,7 +32,7 @@ use compio::{
 };
 use futures_util::io::{AsyncRead, AsyncWrite};
 
-use crate::identity::identity_of;
+use crate::{identity::identity_of, records};
 
 /// Most slices handed to one vectored TLS write.
 const MAX_IOV: usize = bus_core::limits::TLS_MAX_IOV;
@@ -248,33 +248,52 @@ where
 
 type Shared = Rc<RefCell<TlsStream<TcpStream>>>;
 
-/// Splits a session into the bus's two halves.
+/// Splits a buffered session into the bus's two halves.
 pub(crate) fn split(
     stream: TlsStream<TcpStream>,
     reading: &ReadSettings,
 ) -> (TlsReader, TlsWriter) {
     let shared = Rc::new(RefCell::new(stream));
     let source = TlsSource {
-        stream: shared.clone(),
+        inner: SourceKind::Stream(StreamSource {
+            stream: shared.clone(),
+        }),
     };
     (
         StreamReader::new(source, reading.decoder()),
-        TlsWriter { stream: shared },
+        TlsWriter {
+            inner: WriterKind::Stream(StreamWriter { stream: shared }),
+        },
     )
 }
 
-/// What `establish` returns for a session whose handshake just finished,
-/// on either side: the halves, and the metadata with the peer's verified
-/// identity.
+/// What `establish` returns for a session whose record-driven handshake
+/// just finished, on either side: the halves, and the metadata with the
+/// peer's verified identity.
 pub(crate) fn established(
-    session: TlsStream<TcpStream>,
+    session: records::Session,
     peer: std::net::SocketAddr,
     reading: &ReadSettings,
 ) -> (TlsReader, TlsWriter, bus_core::ConnectionInfo) {
     let mut info = bus_core::ConnectionInfo::new(bus_core::TransportKind::Tls, peer);
-    info.identity = session.peer_identity();
-    let (reader, writer) = split(session, reading);
-    (reader, writer, info)
+    info.identity = session
+        .conn
+        .common()
+        .peer_certificates()
+        .and_then(|certs| identity_of(certs.first()?));
+    let (source, writer) = records::split(session);
+    (
+        StreamReader::new(
+            TlsSource {
+                inner: SourceKind::Records(source),
+            },
+            reading.decoder(),
+        ),
+        TlsWriter {
+            inner: WriterKind::Records(writer),
+        },
+        info,
+    )
 }
 
 /// Polls `f` with the session borrowed for the duration of one poll only.
@@ -292,23 +311,54 @@ fn with_stream<T>(
 /// The receiving half: bus-core's stream reader on decrypted bytes.
 pub type TlsReader = StreamReader<TlsSource>;
 
-/// How TLS gets more bytes: decrypted bytes from the session, written
-/// straight into the spare room of the decoder's buffer.
+/// How TLS gets more bytes: decrypted bytes from the session, copied into
+/// the spare room of the decoder's buffer.
 pub struct TlsSource {
-    stream: Shared,
+    inner: SourceKind,
+}
+
+/// Which driver a half runs on.
+enum SourceKind {
+    /// rustls' unbuffered API on owned buffers (sessions made by the
+    /// listener and `TlsOutgoing`).
+    Records(records::Source),
+    /// A buffered session (`frame_halves`, for sessions that needed the
+    /// keying-material exporter).
+    Stream(StreamSource),
 }
 
 impl std::fmt::Debug for TlsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSource").finish_non_exhaustive()
+        let driver = match self.inner {
+            SourceKind::Records(_) => "records",
+            SourceKind::Stream(_) => "stream",
+        };
+        f.debug_struct("TlsSource")
+            .field("driver", &driver)
+            .finish_non_exhaustive()
     }
 }
 
 impl ByteSource for TlsSource {
     /// # Cancel safety
-    /// Cancel safe: compio's adapter keeps an in-flight socket read inside
-    /// itself, and decrypted bytes are written into `buf` only by the poll
-    /// that completes the read.
+    /// Cancel safe on both drivers: the record driver keeps its socket read
+    /// in flight inside the connection's pump; the buffered one inside
+    /// compio's adapter. Decrypted bytes are written into `buf` only by the
+    /// poll that returns them.
+    async fn read_into(&mut self, buf: &mut ByteBuf) -> io::Result<usize> {
+        match &mut self.inner {
+            SourceKind::Records(source) => source.read_into(buf).await,
+            SourceKind::Stream(source) => source.read_into(buf).await,
+        }
+    }
+}
+
+/// The buffered driver's reading half.
+struct StreamSource {
+    stream: Shared,
+}
+
+impl StreamSource {
     async fn read_into(&mut self, buf: &mut ByteBuf) -> io::Result<usize> {
         let n = std::future::poll_fn(|cx| {
             with_stream(&self.stream, cx, |s, cx| s.poll_read(cx, buf.spare_mut()))
@@ -319,16 +369,32 @@ impl ByteSource for TlsSource {
     }
 }
 
-/// The sending half: a batch is encrypted with vectored writes and flushed
-/// once.
+/// The sending half: a batch is encrypted into one send buffer (records
+/// driver) or with vectored writes (buffered driver), and written once.
 pub struct TlsWriter {
-    stream: Shared,
+    inner: WriterKind,
+}
+
+enum WriterKind {
+    Records(records::Writer),
+    Stream(StreamWriter),
 }
 
 impl std::fmt::Debug for TlsWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsWriter").finish_non_exhaustive()
+        let driver = match self.inner {
+            WriterKind::Records(_) => "records",
+            WriterKind::Stream(_) => "stream",
+        };
+        f.debug_struct("TlsWriter")
+            .field("driver", &driver)
+            .finish_non_exhaustive()
     }
+}
+
+/// The buffered driver's writing half.
+struct StreamWriter {
+    stream: Shared,
 }
 
 /// Writes every byte of `frames` starting at frame `*index`, byte `*offset`,
@@ -368,11 +434,30 @@ fn poll_write_frames(
 }
 
 impl FrameWriter for TlsWriter {
-    /// Encrypts the batch (rustls packs the slices into as few records as
-    /// it can), then flushes once.
+    /// Encrypts the batch into as few records as it can, then writes once
+    /// (more often only when the send buffer fills).
     ///
     /// # Cancel safety
     /// Not cancel safe: see [`FrameWriter::write_batch`].
+    async fn write_batch(&mut self, mut batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
+        let res = match &mut self.inner {
+            WriterKind::Records(writer) => writer.write_frames(&batch).await,
+            WriterKind::Stream(writer) => return writer.write_batch(batch).await,
+        };
+        batch.clear();
+        BufResult(res, batch)
+    }
+
+    /// Sends `close_notify`, flushes and shuts the TCP write side.
+    async fn close(&mut self, _reason: Option<GoodbyeReason>) -> io::Result<()> {
+        match &mut self.inner {
+            WriterKind::Records(writer) => writer.close().await,
+            WriterKind::Stream(writer) => writer.close().await,
+        }
+    }
+}
+
+impl StreamWriter {
     async fn write_batch(&mut self, mut batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
         let (mut index, mut offset) = (0, 0);
         let res = std::future::poll_fn(|cx| {
@@ -385,8 +470,7 @@ impl FrameWriter for TlsWriter {
         BufResult(res, batch)
     }
 
-    /// Sends `close_notify`, flushes and shuts the TCP write side.
-    async fn close(&mut self, _reason: Option<GoodbyeReason>) -> io::Result<()> {
+    async fn close(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| with_stream(&self.stream, cx, AsyncWrite::poll_close)).await
     }
 }
