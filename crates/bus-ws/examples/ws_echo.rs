@@ -4,6 +4,9 @@
 //! bytes and reads every reply. Usage: `ws_echo [SIZE] [ROUNDS] [DEPTH]`
 //! (default 256 B, 2000 rounds, 16 deep). Prints what it did; the run is
 //! the same amount of work every time, so instruction counts compare.
+//! `WS_ECHO_DRIVER=poll` runs both runtimes on compio's polling driver:
+//! valgrind does not see `io_uring` completions, so a callgrind run needs it
+//! (the user-space path above the driver is the same).
 
 use std::{sync::mpsc, time::Duration};
 
@@ -23,13 +26,26 @@ fn arg(n: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A runtime on the driver `WS_ECHO_DRIVER` names (default: compio's own
+/// choice, `io_uring` where available).
+fn runtime() -> compio::runtime::Runtime {
+    let mut proactor = compio::driver::ProactorBuilder::new();
+    if std::env::var("WS_ECHO_DRIVER").is_ok_and(|d| d == "poll") {
+        proactor.driver_type(compio::driver::DriverType::Poll);
+    }
+    compio::runtime::RuntimeBuilder::new()
+        .with_proactor(proactor)
+        .build()
+        .expect("runtime")
+}
+
 fn main() {
     let (size, rounds, depth) = (arg(1, 256).max(256), arg(2, 2000), arg(3, 16));
     let max = u32::try_from(size.max(1 << 20) * 2).expect("fits");
     let (addr_tx, addr_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let server = std::thread::spawn(move || {
-        compio::runtime::Runtime::new().expect("runtime").block_on(async move {
+        runtime().block_on(async move {
             let mut config = BusConfig::default();
             config.max_message_size_bytes = max;
             let echo = |bus: &Bus, from: Peer, frame: Frame| {
@@ -44,14 +60,16 @@ fn main() {
             ws.limits.max_frame_size_bytes = max;
             let bus = Bus::new(config, echo).expect("bus");
             let listener = WsListener::bind(&ws).expect("bind");
-            addr_tx.send(listener.local_addr().expect("addr")).expect("addr");
+            addr_tx
+                .send(listener.local_addr().expect("addr"))
+                .expect("addr");
             bus.serve(listener).expect("serve");
             let _ = stop_rx.recv().await;
             bus.shutdown(Duration::from_secs(1)).await;
         });
     });
     let addr = addr_rx.recv().expect("server started");
-    compio::runtime::Runtime::new().expect("runtime").block_on(async move {
+    runtime().block_on(async move {
         let mut ws = WsConnectorConfig::default();
         ws.limits.max_frame_size_bytes = max;
         let connection = bus_ws::connect(addr, &ws).await.expect("dial");

@@ -248,8 +248,7 @@ impl Connection for WsConnection {
                 limits.read_buffer_bytes,
                 reading.budget.clone(),
             ),
-            leftover,
-            leftover_at: 0,
+            wire: Wire::new(leftover, limits.read_buffer_bytes),
             masked: !client,
             max_message,
             max_frame: limits.max_frame(max_message),
@@ -433,22 +432,45 @@ impl Shared {
     }
 }
 
-/// Reads into `dst`: first what arrived with the upgrade, then the stream.
-/// While it waits it keeps a pending control frame moving (when the writer
-/// is idle). Cancel safe: no state lives in the future.
-async fn read_into(
-    shared: &Shared,
-    leftover: &[u8],
-    leftover_at: &mut usize,
-    dst: &mut [u8],
-) -> io::Result<usize> {
-    let early = &leftover[*leftover_at..];
-    if !early.is_empty() {
-        let n = early.len().min(dst.len());
-        dst[..n].copy_from_slice(&early[..n]);
-        *leftover_at += n;
-        return Ok(n);
+/// Bytes read from the stream ahead of the framing, so that a frame header
+/// and a small payload cost one stream read between them instead of three.
+#[derive(Debug)]
+struct Wire {
+    buf: Box<[u8]>,
+    /// `buf[at..len]` is not consumed yet.
+    at: usize,
+    len: usize,
+}
+
+impl Wire {
+    /// A buffer of `capacity` bytes (at least what arrived with the
+    /// upgrade), holding `early` first.
+    fn new(early: Vec<u8>, capacity: usize) -> Self {
+        let len = early.len();
+        let mut buf = early;
+        buf.resize(capacity.max(len).max(MIN_WIRE_BYTES), 0);
+        Self {
+            buf: buf.into_boxed_slice(),
+            at: 0,
+            len,
+        }
     }
+
+    /// Copies what is buffered into `dst`; returns how much.
+    fn take(&mut self, dst: &mut [u8]) -> usize {
+        let n = (self.len - self.at).min(dst.len());
+        dst[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        n
+    }
+}
+
+/// The wire buffer is at least this large (two headers and a pong).
+const MIN_WIRE_BYTES: usize = 512;
+
+/// One stream read into `dst`, keeping a pending control frame moving
+/// while it waits (when the writer is idle).
+async fn poll_stream(shared: &Shared, dst: &mut [u8]) -> io::Result<usize> {
     loop {
         let res = poll_fn(|cx| {
             if !shared.writer_active.get() && shared.control_pending() {
@@ -463,6 +485,23 @@ async fn read_into(
             other => return other,
         }
     }
+}
+
+/// Reads into `dst`: what the wire buffer holds, else a read straight into
+/// `dst` when it is large (a payload), else a read that refills the wire
+/// buffer. Cancel safe: no state lives in the future, and a refill is
+/// recorded in the same poll that completes it.
+async fn read_into(shared: &Shared, wire: &mut Wire, dst: &mut [u8]) -> io::Result<usize> {
+    if wire.at < wire.len {
+        return Ok(wire.take(dst));
+    }
+    if dst.len() >= wire.buf.len() / 2 {
+        return poll_stream(shared, dst).await;
+    }
+    let n = poll_stream(shared, &mut wire.buf).await?;
+    wire.at = 0;
+    wire.len = n;
+    Ok(wire.take(dst))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -527,9 +566,9 @@ impl Message {
 pub struct WsReader {
     shared: Rc<Shared>,
     decoder: Decoder,
-    /// Bytes that arrived with the upgrade, read first.
-    leftover: Vec<u8>,
-    leftover_at: usize,
+    /// Bytes read ahead of the framing (those that arrived with the upgrade
+    /// first).
+    wire: Wire,
     /// Server side: frames must be masked; client side: must not be.
     masked: bool,
     max_message: u32,
@@ -565,13 +604,12 @@ impl WsReader {
         while self.head_len < to {
             let Self {
                 shared,
-                leftover,
-                leftover_at,
+                wire,
                 head,
                 head_len,
                 ..
             } = self;
-            let n = read_into(shared, leftover, leftover_at, &mut head[*head_len..to]).await?;
+            let n = read_into(shared, wire, &mut head[*head_len..to]).await?;
             if n == 0 {
                 return Err(if self.head_len == 0 && self.message.is_none() {
                     Error::Closed
@@ -586,6 +624,17 @@ impl WsReader {
 
     /// Reads and checks the next frame header.
     async fn read_head(&mut self) -> Result<(), Error> {
+        // Fast path: the whole header is in the wire buffer already.
+        let wire = &mut self.wire;
+        if self.head_len == 0 && wire.len - wire.at >= 2 {
+            let need = codec::header_len(wire.buf[wire.at + 1]);
+            if wire.len - wire.at >= need {
+                let head = codec::parse_header(&wire.buf[wire.at..wire.at + need], self.masked);
+                wire.at += need;
+                let head = head.map_err(|why| self.broken(why))?;
+                return self.start_frame(head);
+            }
+        }
         self.fill_head(2).await?;
         let need = codec::header_len(self.head[1]);
         self.fill_head(need).await?;
@@ -643,14 +692,13 @@ impl WsReader {
         while (current.done as usize) < len {
             let Self {
                 shared,
-                leftover,
-                leftover_at,
+                wire,
                 control,
                 ..
             } = self;
             #[allow(clippy::cast_possible_truncation, reason = "at most 125")]
             let at = current.done as usize;
-            let n = read_into(shared, leftover, leftover_at, &mut control[at..len]).await?;
+            let n = read_into(shared, wire, &mut control[at..len]).await?;
             if n == 0 {
                 return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
             }
@@ -694,8 +742,7 @@ impl WsReader {
         let Self {
             shared,
             decoder,
-            leftover,
-            leftover_at,
+            wire,
             message,
             ..
         } = self;
@@ -716,7 +763,7 @@ impl WsReader {
             return Err(self.violation(FrameError::MessageLength { len, size }));
         }
         let into = &mut space.spare_mut()[..n];
-        let got = read_into(shared, leftover, leftover_at, into).await?;
+        let got = read_into(shared, wire, into).await?;
         if got == 0 {
             return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -824,12 +871,11 @@ impl FrameReader for WsReader {
         let Self {
             shared,
             decoder,
-            leftover,
-            leftover_at,
+            wire,
             ..
         } = self;
         let space = decoder.discard_space();
-        read_into(shared, leftover, leftover_at, space.spare_mut()).await
+        read_into(shared, wire, space.spare_mut()).await
     }
 }
 
