@@ -257,6 +257,7 @@ impl Connection for WsConnection {
             current: None,
             message: None,
             control: [0; WS_MAX_CONTROL_PAYLOAD_BYTES],
+            decode_pending: false,
             state: ReadState::Open,
         };
         let chunk = limits.write_buffer_bytes.max(1);
@@ -578,6 +579,9 @@ pub struct WsReader {
     current: Option<Current>,
     message: Option<Message>,
     control: [u8; WS_MAX_CONTROL_PAYLOAD_BYTES],
+    /// A wait for inbound budget was cancelled: the decoder must be asked
+    /// again before more bytes are fed to it.
+    decode_pending: bool,
     state: ReadState,
 }
 
@@ -803,7 +807,11 @@ impl WsReader {
                         .budget()
                         .expect("NeedBudget comes with a budget")
                         .clone();
+                    // Cancel safe: if this wait is dropped, the next read
+                    // asks the decoder again before feeding it.
+                    self.decode_pending = true;
                     let reservation = budget.reserve(bytes).await;
+                    self.decode_pending = false;
                     self.decoder.grant(reservation);
                 }
                 Err(err) => return Err(self.violation(err)),
@@ -842,6 +850,10 @@ impl FrameReader for WsReader {
             };
             if current.head.is_control() {
                 self.read_control(current).await?;
+                continue;
+            }
+            if self.decode_pending {
+                self.decode().await?;
                 continue;
             }
             if current.done < current.head.len {
