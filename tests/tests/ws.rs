@@ -342,4 +342,51 @@ mod conformance {
     async fn close_with_a_reserved_code_drops_the_socket() {
         expect_dropped(&ws_wire_frame(0x88, Some(WS_MASK), &[0x03, 0xED])).await;
     }
+
+    /// A message larger than the read buffer waits for inbound budget; a
+    /// read cancelled during that wait (several times) loses nothing: once
+    /// the budget is released the message arrives whole.
+    #[compio::test]
+    async fn a_read_cancelled_while_waiting_for_budget_loses_nothing() {
+        use bus_core::{
+            DecodeLimits, InboundBudget, ReadSettings,
+            transport::{Connection as _, FrameReader as _, Listener as _},
+        };
+        use bus_tests::transport::TestTransport as _;
+        const LEN: usize = 1 << 20;
+        let mut listener = Ws::listen().await;
+        let addr = listener.local_addr().expect("addr");
+        let sender = compio::runtime::spawn(async move {
+            let mut client = Ws::connect_unanswered(addr).await;
+            client.send(&app(RECORD, 3, LEN - 256)).await;
+            client
+        });
+        let incoming = within("accept", listener.accept()).await.expect("accept");
+        let budget = InboundBudget::new(2 * LEN as u64);
+        let held = budget.try_reserve(budget.total()).expect("all of it");
+        let limits = DecodeLimits {
+            max_message_size_bytes: 4 << 20,
+            require_sealed: false,
+        };
+        let settings = ReadSettings::new(limits).budget(budget.clone());
+        let (mut reader, _writer, _) = within("handshake", incoming.establish(settings))
+            .await
+            .expect("handshake");
+        for _ in 0..5 {
+            let read = reader.read_frame();
+            let waited =
+                compio::runtime::time::timeout(std::time::Duration::from_millis(50), read).await;
+            assert!(
+                waited.is_err(),
+                "no frame while the budget is held: {waited:?}"
+            );
+        }
+        drop(held);
+        let frame = within("the frame", reader.read_frame())
+            .await
+            .expect("whole");
+        assert_eq!(frame.header().request(), 3);
+        assert_pattern(frame.body(), 3, LEN - 256);
+        let _client = within("sender", sender).await.expect("sent");
+    }
 }

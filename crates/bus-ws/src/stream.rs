@@ -792,6 +792,8 @@ impl WsReader {
     /// Runs the decoder until it needs bytes (waiting for budget if it
     /// asks for it).
     async fn decode(&mut self) -> Result<(), Error> {
+        // Asked again now; set once more only while a wait is in progress.
+        self.decode_pending = false;
         loop {
             match self.decoder.next_frame() {
                 Ok(Progress::Frame(frame)) => {
