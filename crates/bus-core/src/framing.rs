@@ -59,7 +59,7 @@ impl DecodeLimits {
     pub fn check_size(&self, size: u32) -> Result<(), FrameError> {
         if size > self.max_message_size_bytes {
             return Err(FrameError::TooLarge {
-                size,
+                size: u64::from(size),
                 max: self.max_message_size_bytes,
             });
         }

@@ -120,8 +120,10 @@ pub enum FrameError {
     /// `size` exceeds the receiver's `max_message_size`.
     #[error("frame size {size} exceeds max_message_size {max}")]
     TooLarge {
-        /// The `size` field as received.
-        size: u32,
+        /// The size as received: the `size` field, or the length a message
+        /// transport announced (a WebSocket frame header can announce up to
+        /// 2^63 - 1 bytes, which must not be truncated).
+        size: u64,
         /// The receiver's limit.
         max: u32,
     },
@@ -166,6 +168,10 @@ pub enum FrameError {
     /// frame (a WebSocket text message).
     #[error("text message: frames travel only in binary messages")]
     TextMessage,
+    /// A message transport's close carried a reason that is not UTF-8 (a
+    /// WebSocket close frame, RFC 6455 §8.1).
+    #[error("close reason is not valid UTF-8")]
+    CloseReasonUtf8,
     /// The frame is larger than the node's whole inbound budget, so it could
     /// never be received.
     #[error("frame size {size} exceeds the node's inbound budget of {budget} bytes")]
@@ -186,7 +192,8 @@ impl FrameError {
             | Self::BadProtocol { .. }
             | Self::BadCommand { .. }
             | Self::MessageLength { .. }
-            | Self::TextMessage => GoodbyeReason::MalformedFrame,
+            | Self::TextMessage
+            | Self::CloseReasonUtf8 => GoodbyeReason::MalformedFrame,
             // Spec §4: an unsealed frame where sealing is required is a
             // checksum mismatch.
             Self::HeaderChecksum | Self::BodyChecksum | Self::NotSealed => {
@@ -418,7 +425,7 @@ impl Header {
         let size = self.size();
         if size > max_message_size_bytes {
             return Err(FrameError::TooLarge {
-                size,
+                size: u64::from(size),
                 max: max_message_size_bytes,
             });
         }

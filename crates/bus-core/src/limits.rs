@@ -169,6 +169,14 @@ pub const WS_MIN_BUFFER_BYTES: usize = 4 << 10;
 pub const WS_MAX_BUFFER_BYTES: usize = 16 << 20;
 /// Default largest WebSocket frame (payload bytes).
 pub const WS_DEFAULT_MAX_FRAME_SIZE_BYTES: u32 = 16 << 20;
+/// Largest payload of a WebSocket control frame (ping, pong, close), fixed
+/// by RFC 6455 §5.5; a larger one fails the connection.
+pub const WS_MAX_CONTROL_PAYLOAD_BYTES: usize = 125;
+/// Largest HTTP upgrade request or response head (request line and
+/// headers) a WebSocket endpoint reads; a larger one is refused with `431`.
+pub const WS_MAX_UPGRADE_HEAD_BYTES: usize = 8 << 10;
+/// Most headers in an HTTP upgrade request or response.
+pub const WS_MAX_UPGRADE_HEADERS: usize = 64;
 
 // ---------------------------------------------------------------- QUIC
 

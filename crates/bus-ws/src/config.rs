@@ -5,12 +5,11 @@
 //! several WebSocket frames. So the limits must satisfy
 //! `max_frame_size_bytes ≤ message limit = max_message_size ≤ 1 GiB`:
 //! [`WsListenerConfig::validate`] and [`WsConnectorConfig::validate`] refuse a
-//! violation, and the connection derives tungstenite's message limit from the
-//! bus's own `max_message_size`, so the two can never disagree.
+//! violation, and the connection takes its message limit from the bus's own
+//! `max_message_size`, so the two can never disagree.
 
 use std::{net::SocketAddr, time::Duration};
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bus_core::limits::{self, MAX_MAX_MESSAGE_SIZE_BYTES, MIN_MAX_MESSAGE_SIZE_BYTES};
 use bus_tcp::{TcpConnectorConfig, TcpListenerConfig};
 
@@ -43,11 +42,13 @@ const _: () = assert!(DEFAULT_MAX_FRAME_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BYTES
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WsLimits {
-    /// Read buffer of each connection: tungstenite's frame buffer and the
-    /// compat layer's socket buffers start at this size.
+    /// Read buffer of each connection: the decoder's buffer (a message up
+    /// to this size is received there, larger ones into their own storage
+    /// from the inbound budget) and the compat layer's socket buffers.
     pub read_buffer_bytes: usize,
-    /// How much tungstenite gathers before it writes to the socket; a batch
-    /// is always flushed whole at its end.
+    /// Most bytes handed to the stream in one write (a frame is written in
+    /// slices of this size; a client masks through a buffer of this size);
+    /// a batch is always flushed whole at its end.
     pub write_buffer_bytes: usize,
     /// Largest accepted WebSocket frame payload. At most the bus's
     /// `max_message_size`; a message may span several frames.
@@ -97,25 +98,16 @@ impl WsLimits {
         Ok(())
     }
 
-    /// tungstenite's settings for a connection whose bus accepts frames of
-    /// at most `max_message_size_bytes`.
-    ///
-    /// The message limit *is* the bus's limit, so a larger message is
-    /// refused before it is buffered whole; the frame limit is clamped to
-    /// it, as a last line of defence behind [`WsLimits::validate`].
-    pub(crate) fn websocket_config(&self, max_message_size_bytes: u32) -> WebSocketConfig {
-        let max_message = max_message_size_bytes as usize;
-        let max_frame = (self.max_frame_size_bytes as usize).min(max_message);
-        WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_bytes)
-            .write_buffer_size(self.write_buffer_bytes)
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_frame))
-            .accept_unmasked_frames(false)
+    /// The WebSocket frame limit of a connection whose bus accepts frames
+    /// of at most `max_message_size_bytes`: clamped to that, as a last line
+    /// of defence behind [`WsLimits::validate`]. The message limit *is* the
+    /// bus's limit, so a larger message is refused from its first header.
+    pub(crate) fn max_frame(&self, max_message_size_bytes: u32) -> u32 {
+        self.max_frame_size_bytes.min(max_message_size_bytes)
     }
 
     /// Base size and cap of compio's compat buffers (one for each
-    /// direction) under tungstenite.
+    /// direction) under the WebSocket framing.
     pub(crate) fn compat_buffers(&self) -> (usize, usize) {
         (self.read_buffer_bytes, COMPAT_BUFFER_LIMIT_BYTES)
     }
@@ -259,15 +251,10 @@ mod tests {
     }
 
     #[test]
-    fn tungstenite_limits_derive_from_the_bus() {
+    fn frame_limit_derives_from_the_bus() {
         let limits = WsLimits::default(); // frame limit 16 MiB
-        let ws = limits.websocket_config(1 << 20);
-        assert_eq!(ws.max_message_size, Some(1 << 20));
-        assert_eq!(ws.max_frame_size, Some(1 << 20), "clamped to the message");
-        let ws = limits.websocket_config(64 << 20);
-        assert_eq!(ws.max_message_size, Some(64 << 20));
-        assert_eq!(ws.max_frame_size, Some(16 << 20));
-        assert!(!ws.accept_unmasked_frames);
+        assert_eq!(limits.max_frame(1 << 20), 1 << 20, "clamped to the message");
+        assert_eq!(limits.max_frame(64 << 20), 16 << 20);
     }
 
     #[test]

@@ -2,10 +2,9 @@
 
 use std::net::SocketAddr;
 
-use async_tungstenite::tungstenite::{ClientRequestBuilder, http::Uri};
-use bus_core::limits::PROTOCOL_ID;
+use async_tungstenite::tungstenite::http::Uri;
 
-use crate::{WsConnection, WsConnectorConfig, WsError, stream::Security};
+use crate::{WsConnection, WsConnectorConfig, WsError, stream::Security, upgrade::ClientRequest};
 
 /// Dials `addr` within the configured connect timeout. The result is a
 /// [`WsConnection`] whose [`establish`] runs the client side of the upgrade,
@@ -58,21 +57,32 @@ async fn dial(
 }
 
 /// The upgrade request for `addr`: `ws://host/path` (or `wss://`), the bus
-/// subprotocol and the configured `Origin`.
+/// subprotocol and the configured `Origin`. The URI is checked whole, so a
+/// host or path that would break the request line is refused here.
 fn request(
     addr: SocketAddr,
     config: &WsConnectorConfig,
     scheme: &str,
-) -> Result<ClientRequestBuilder, WsError> {
+) -> Result<ClientRequest, WsError> {
     let host = config.host.clone().unwrap_or_else(|| addr.to_string());
     let uri = format!("{scheme}://{host}{}", config.path);
-    let uri: Uri = uri.parse().map_err(|e| WsError::Upgrade {
+    let parsed: Uri = uri.parse().map_err(|e| WsError::Upgrade {
         addr,
         reason: format!("invalid request URI {uri:?}: {e}"),
     })?;
-    let mut request = ClientRequestBuilder::new(uri).with_sub_protocol(PROTOCOL_ID);
-    if let Some(origin) = &config.origin {
-        request = request.with_header("Origin", origin.clone());
+    let target = parsed
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), ToString::to_string);
+    let origin = config.origin.clone();
+    if origin.as_deref().is_some_and(|o| o.contains(['\r', '\n'])) {
+        return Err(WsError::Upgrade {
+            addr,
+            reason: "the Origin header holds a line break".to_owned(),
+        });
     }
-    Ok(request)
+    Ok(ClientRequest {
+        host,
+        target,
+        origin,
+    })
 }

@@ -35,17 +35,26 @@
 //! ```
 //!
 //! # Upgrade
-//! The server answers `404` to another path, `400` (with a body naming
-//! `bus.v1`) when the client does not offer the subprotocol, and `403` when
-//! an Origin allow-list is set and the request's `Origin` is not on it.
+//! A bad upgrade gets an HTTP status and a short body: `405` for a method
+//! other than GET, `400` for HTTP/1.0 or a missing key, `426` (with
+//! `Sec-WebSocket-Version: 13`) for another WebSocket version, `404` for
+//! another path, `400` (naming `bus.v1`) when the client does not offer the
+//! subprotocol, and `403` when an Origin allow-list is set and the
+//! request's `Origin` is not on it.
 //!
-//! # Limits
-//! tungstenite's message limit is the bus's `max_message_size`, so a larger
-//! message is refused from its WebSocket header, before it is buffered
-//! (close 1009). `max_frame_size_bytes` must not exceed it
-//! ([`WsLimits::validate`]). A message whose length differs from its frame's
-//! `size` closes with 1002, a text message with 1003; the mapping of every
-//! close cause to a close code is in [`close`].
+//! # Framing and limits
+//! The data path is this crate's own RFC 6455 framing: each message's
+//! payload is read and unmasked in place into bus-core's frame decoder,
+//! which also holds messages larger than the read buffer against the
+//! node's inbound budget. The message limit is the bus's
+//! `max_message_size`: a larger message is refused from its WebSocket
+//! header, before it is buffered (close 1009), and a fragmented message as
+//! soon as its bytes exceed the `size` its frame header announced (close
+//! 1002). `max_frame_size_bytes` must not exceed the limit
+//! ([`WsLimits::validate`]). A text message closes with 1003, a close reason
+//! that is not UTF-8 with 1007; the mapping of every close cause to a close
+//! code is in [`close`]. Pings are answered one pong at a time: a peer that
+//! sends pings without reading the pongs stops being read.
 //!
 //! # Feature flags
 //!
@@ -62,9 +71,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod close;
+mod codec;
 pub mod config;
 mod connector;
 mod error;
+mod handshake;
 mod io;
 mod listener;
 mod stream;
