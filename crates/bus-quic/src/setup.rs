@@ -50,22 +50,31 @@ fn varint(field: &'static str, value: u64) -> Result<VarInt, QuicError> {
     })
 }
 
-/// A quinn server config from the rustls config bus-tls loaded, forced to
-/// the QUIC policy of spec §7: ALPN `bus.v1` only and 0-RTT off (trap #5:
-/// never left to a builder's defaults).
+/// A quinn server config from the rustls config bus-tls loaded (see
+/// [`server_crypto`]), with a fresh random key for Retry tokens.
 pub(crate) fn server_config(
     rustls: &rustls::ServerConfig,
     transport: &Arc<TransportConfig>,
 ) -> Result<ServerConfig, QuicError> {
+    let mut config = ServerConfig::with_crypto(server_crypto(rustls)?);
+    config.transport_config(transport.clone());
+    Ok(config)
+}
+
+/// The QUIC crypto of a rustls server config, forced to the QUIC policy of
+/// spec §7: ALPN `bus.v1` only and 0-RTT off (trap #5: never left to a
+/// builder's defaults). A reload swaps only this part of the server config,
+/// so the Retry token key, and with it every token in flight, survives it.
+pub(crate) fn server_crypto(
+    rustls: &rustls::ServerConfig,
+) -> Result<Arc<QuicServerConfig>, QuicError> {
     let mut rustls = rustls.clone();
     rustls.alpn_protocols = vec![bus_tls::ALPN_BUS.to_vec()];
     rustls.max_early_data_size = 0;
     rustls.send_half_rtt_data = false;
     let crypto =
         QuicServerConfig::try_from(rustls).map_err(|err| QuicError::Crypto(err.to_string()))?;
-    let mut config = ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport.clone());
-    Ok(config)
+    Ok(Arc::new(crypto))
 }
 
 /// A quinn client config from a rustls client config: 0-RTT off.

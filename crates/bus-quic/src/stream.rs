@@ -11,7 +11,7 @@ use bytes::Bytes;
 use compio::{BufResult, runtime::JoinHandle};
 use compio_quic::{Connection, RecvStream, SendStream, VarInt};
 
-use crate::{codes, listener::AdmissionGuard};
+use crate::{admission::AdmissionGuard, codes};
 
 /// What both halves share: the connection, the code it closes with, and
 /// what must live exactly as long as it. When the last half is dropped the
