@@ -18,8 +18,9 @@
 //!
 //! Policy, fixed by the spec: ALPN `bus.v1` required; 0-RTT off in the TLS
 //! config (never left to compio-quic's builders, which turn it on) and any
-//! 0-RTT stream refused; one bidirectional stream, further ones refused with
-//! [`codes::STREAM_REFUSED`]; no unidirectional streams. Close: `Goodbye`
+//! 0-RTT stream refused; one bidirectional stream: the server gives the
+//! client credit for exactly one and no unidirectional stream, so a second
+//! cannot be opened at all (no task per connection watches for one). Close: `Goodbye`
 //! where applicable, stream finish, the peer's acknowledgement (bounded),
 //! then `CONNECTION_CLOSE` with the code of [`codes::for_goodbye`].
 //! Certificates come from [`bus_tls::ServerTls`], reloads included.

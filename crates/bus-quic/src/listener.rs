@@ -9,7 +9,7 @@ use bus_core::{
     transport::{Connection, ConnectionInfo, Listener, TransportKind},
 };
 use bus_tls::ServerTls;
-use compio_quic::{Connecting, Endpoint, EndpointConfig, ServerConfig};
+use compio_quic::{Connecting, Endpoint, EndpointConfig, ServerConfig, VarInt};
 
 use crate::{
     QuicError, QuicListenerConfig,
@@ -48,7 +48,7 @@ impl QuicListener {
         config.validate()?;
         bus_tls::install_default_provider();
         let tuning = &config.tuning;
-        let transport = Arc::new(setup::transport_config(tuning)?);
+        let transport = Arc::new(setup::transport_config(tuning, setup::Side::Server)?);
         let current = tls.rustls_config();
         let server = setup::server_config(&current, &transport)?;
         let socket = setup::udp_socket(config.listen, tuning)?;
@@ -250,6 +250,8 @@ impl Connection for QuicIncoming {
             .accept_bi()
             .await
             .map_err(|source| failed(QuicError::NoStream { peer, source }))?;
+        // No credit for another stream, even once this one is closed.
+        connection.set_max_concurrent_bi_streams(VarInt::from_u32(0));
         if recv.is_0rtt() {
             connection.close(codes::PROTOCOL_VIOLATION, b"0-RTT refused");
             return Err(failed(QuicError::ZeroRtt { peer }));

@@ -8,7 +8,7 @@ use bus_core::{
     transport::{ByteSource, FrameWriter, ReadSettings},
 };
 use bytes::Bytes;
-use compio::{BufResult, runtime::JoinHandle};
+use compio::BufResult;
 use compio_quic::{Connection, RecvStream, SendStream, VarInt};
 
 use crate::{admission::AdmissionGuard, codes};
@@ -19,8 +19,6 @@ use crate::{admission::AdmissionGuard, codes};
 struct Shared {
     connection: Connection,
     code: Cell<VarInt>,
-    /// Refuses further streams; dropping the handle cancels it.
-    _refuser: Option<JoinHandle<()>>,
     /// Holds the connection's admission slot (server side).
     _admission: Option<AdmissionGuard>,
 }
@@ -41,11 +39,9 @@ pub(crate) fn split(
     close_ack_timeout: std::time::Duration,
     admission: Option<AdmissionGuard>,
 ) -> (QuicReader, QuicWriter) {
-    let refuser = compio::runtime::spawn(refuse_streams(connection.clone()));
     let shared = Rc::new(Shared {
         connection,
         code: Cell::new(codes::NO_ERROR),
-        _refuser: Some(refuser),
         _admission: admission,
     });
     let source = QuicSource {
@@ -59,17 +55,6 @@ pub(crate) fn split(
         shared,
     };
     (StreamReader::new(source, reading.decoder()), writer)
-}
-
-/// Refuses every stream the peer opens after the bus stream (spec §7):
-/// stops its receiving side and resets its sending side with
-/// [`codes::STREAM_REFUSED`]. Ends when the connection does.
-async fn refuse_streams(connection: Connection) {
-    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        tracing::debug!(stream = %recv.id(), "refusing a further stream");
-        let _ = recv.stop(codes::STREAM_REFUSED);
-        let _ = send.reset(codes::STREAM_REFUSED);
-    }
 }
 
 /// The receiving half: bus-core's stream reader on the bus stream.
