@@ -177,8 +177,11 @@ pub const QUIC_WARN_INTERVAL: Duration = Duration::from_secs(10);
 pub const QUIC_COALESCE_MAX_FRAME_BYTES: usize = 4 << 10;
 /// Capacity of a QUIC writer's send chunk. A batch of small frames takes a
 /// slice of it; the chunk is reused once quinn has released every slice
-/// (the peer acknowledged them) and replaced when it is full.
-pub const QUIC_SEND_CHUNK_BYTES: usize = 64 << 10;
+/// (the peer acknowledged them) and replaced when it is full. A connection
+/// that has sent small frames keeps its current chunk while idle, so this
+/// is also a per-connection memory cost (16 KiB: about 60 frames of 256 B
+/// per allocation).
+pub const QUIC_SEND_CHUNK_BYTES: usize = 16 << 10;
 
 // ---------------------------------------------------------------- shards
 
