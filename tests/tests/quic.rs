@@ -19,9 +19,7 @@ use bus_core::{
 };
 use bus_quic::{
     QuicListenerConfig, QuicTuning, codes,
-    compio_quic::{
-        ConnectionError, OpenStreamError, ReadError, SendDatagramError, TransportErrorCode,
-    },
+    compio_quic::{ConnectionError, OpenStreamError, SendDatagramError, TransportErrorCode},
 };
 use bus_tests::{
     client::{QuicClient, RawClient},
@@ -118,26 +116,26 @@ async fn wrong_or_missing_alpn_is_refused() {
 async fn a_second_stream_is_refused_while_the_first_keeps_working() {
     let node = scenarios::start::<Quic>(test_config()).await;
     let (mut client, _) = scenarios::connect::<Quic>(&node).await;
-    let (mut send, mut recv) = within("open a second stream", client.connection().open_bi_wait())
-        .await
-        .expect("stream credit for one more");
-    let mut frame = [app(ECHO, 2, 10).as_bytes().to_vec().into()];
-    // The write may already fail if the refusal arrived first.
-    let _ = within(
-        "write on the second stream",
-        send.write_all_chunks(&mut frame),
-    )
-    .await;
-    let stopped = within("refusal of the second stream", send.stopped()).await;
-    assert_eq!(stopped.ok().flatten(), Some(codes::STREAM_REFUSED));
-    let read = within("reset of the second stream", recv.read_chunk(1024, true)).await;
-    assert!(
-        matches!(read, Err(ReadError::Reset(code)) if code == codes::STREAM_REFUSED),
-        "{read:?}"
-    );
-    echo(&mut client, 3, 100).await;
-    let (_, only) = node.events.frame().await;
-    assert_eq!(only.header().request(), 3, "nothing from the second stream");
+    // The server gives credit for the bus stream only: a second one cannot
+    // even be opened, now or after traffic on the first.
+    for request in [3, 4] {
+        assert!(
+            matches!(
+                client.connection().open_bi(),
+                Err(OpenStreamError::StreamsExhausted)
+            ),
+            "no credit for a second bidirectional stream"
+        );
+        echo(&mut client, request, 100).await;
+    }
+    assert!(matches!(
+        client.connection().open_bi(),
+        Err(OpenStreamError::StreamsExhausted)
+    ));
+    for request in [3, 4] {
+        let (_, frame) = node.events.frame().await;
+        assert_eq!(frame.header().request(), request, "only the bus stream");
+    }
     scenarios::stop(&node).await;
 }
 
@@ -434,6 +432,18 @@ fn each_setting_out_of_range_is_rejected_naming_the_field() {
     invalid(&config, "max_handshakes");
     config.max_handshakes = 0;
     invalid(&config, "max_handshakes");
+    let mut config = base.clone();
+    config.retry_threshold = Some(config.max_handshakes + 1);
+    invalid(&config, "retry_threshold");
+    config.retry_threshold = Some(0);
+    config
+        .validate()
+        .expect("a Retry for every unvalidated attempt");
+    assert_eq!(config.effective_retry_threshold(), 0);
+    config.retry_threshold = None;
+    assert_eq!(config.effective_retry_threshold(), 64, "a quarter of 256");
+    config.max_handshakes = 1;
+    assert_eq!(config.effective_retry_threshold(), 1, "rounded up");
     // Keep-alive off is allowed.
     with(&|t| t.keep_alive = None)
         .validate()
@@ -470,6 +480,10 @@ fn the_config_file_section_converts_into_valid_settings() {
     assert_eq!(quic.tuning.udp_receive_buffer, 8 << 20);
     assert_eq!(quic.tuning.stream_receive_window, 8 << 20);
     assert_eq!((quic.max_connections, quic.max_handshakes), (50, 5));
+    assert_eq!(quic.retry_threshold, None, "unset: derived");
+    assert_eq!(quic.effective_retry_threshold(), 2);
+    let config = bus::config::Config::from_toml_str("[quic]\nretry_threshold = 0").expect("valid");
+    assert_eq!(config.quic_listener_config().retry_threshold, Some(0));
 }
 
 fn server_identity(client: &QuicClient) -> String {
@@ -747,4 +761,188 @@ async fn unidirectional_streams_and_datagrams_are_not_allowed() {
 #[compio::test]
 async fn quic_connections_count_in_the_node_wide_max_connections() {
     bus_tests::admission::quic_connections_count_in_the_node_wide_cap().await;
+}
+
+/// Initials per second the flood aims at (it catches up after a stall, so
+/// its average holds on a loaded machine).
+const FLOOD_RATE_PER_S: u64 = 1000;
+/// The flood stops by itself after this many Initials (30 s at its rate).
+const FLOOD_MAX_INITIALS: u64 = 30 * FLOOD_RATE_PER_S;
+
+/// Sends well-formed client Initials that never complete, at
+/// [`FLOOD_RATE_PER_S`], each from a fresh source port and never reading a
+/// reply, until `stop` is set or [`FLOOD_MAX_INITIALS`] are sent. Each is a
+/// real client's first datagram (quinn-proto builds it: a new connection ID,
+/// a real `ClientHello`) whose connection state is thrown away. Counts
+/// what it sent in `sent`.
+fn initial_flood(
+    server: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(rustls_client(&[
+        bus_tls::ALPN_BUS,
+    ]))
+    .expect("QUIC client crypto");
+    let config = quinn_proto::ClientConfig::new(Arc::new(crypto));
+    std::thread::spawn(move || {
+        let endpoint = || {
+            quinn_proto::Endpoint::new(
+                Arc::new(quinn_proto::EndpointConfig::default()),
+                None,
+                false,
+                None,
+            )
+        };
+        let mut quinn = endpoint();
+        let mut datagram = Vec::with_capacity(2048);
+        let started = Instant::now();
+        let mut count = 0u64;
+        while count < FLOOD_MAX_INITIALS && !stop.load(Ordering::Relaxed) {
+            let due = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+                * FLOOD_RATE_PER_S
+                / 1000;
+            while count < due.min(FLOOD_MAX_INITIALS) {
+                // The endpoint remembers every connection it made: start a
+                // fresh one now and then so the flood's memory stays flat.
+                if count % 1000 == 999 {
+                    quinn = endpoint();
+                }
+                let now = Instant::now();
+                let (_, mut connection) = quinn
+                    .connect(now, config.clone(), server, SERVER_NAME)
+                    .expect("connect");
+                datagram.clear();
+                let transmit = connection
+                    .poll_transmit(now, 1, &mut datagram)
+                    .expect("the client's Initial");
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                socket
+                    .send_to(&datagram[..transmit.size], server)
+                    .expect("send the Initial");
+                count += 1;
+                sent.store(
+                    usize::try_from(count).unwrap_or(usize::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+            // Pacing, not synchronisation: the next Initials are due in 1 ms.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+#[compio::test]
+async fn real_clients_keep_connecting_through_a_flood_of_never_completing_initials() {
+    // Listener defaults: 256 handshakes, Retry from 64 in flight.
+    let config = Quic::listener_config();
+    let threshold = config.effective_retry_threshold();
+    let listener = Quic::listen_with(&config);
+    let admission = listener.admission();
+    // handshake_grace (5 s) outlives the flood's first 512 Initials: without
+    // Retry they alone would hold all 256 handshake slots.
+    let node = start_on(listener, test_config());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood = initial_flood(node.addr, stop.clone(), sent.clone());
+    let _stop_on_panic = scopeguard_stop(stop.clone());
+    eventually("the flood has sent twice max_handshakes", || {
+        sent.load(Ordering::Relaxed) >= 2 * config.max_handshakes as usize
+    })
+    .await;
+    // The server reads the flood at its own pace (and the kernel may drop
+    // some of it): wait until it has answered with Retries.
+    eventually("the flood is answered with Retries", || {
+        admission.retried() > 0
+    })
+    .await;
+    let mut connected = 0;
+    let mut failures = Vec::new();
+    for request in 1..=10 {
+        match within(
+            "a client during the flood",
+            Quic::client().connect_raw(node.addr),
+        )
+        .await
+        {
+            Ok((connection, send, recv)) => {
+                let mut client = QuicClient::new(connection, send, recv);
+                echo(&mut client, request, 100).await;
+                connected += 1;
+            }
+            Err(err) => failures.push(err.to_string()),
+        }
+        assert!(
+            admission.handshaking() <= threshold + 1,
+            "unvalidated handshakes stay within the Retry threshold: {}",
+            admission.handshaking()
+        );
+    }
+    let during = sent.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    flood.join().expect("the flood thread");
+    assert!(connected >= 9, "{connected} of 10 connected: {failures:?}");
+    assert!(
+        during > 2 * config.max_handshakes as usize,
+        "the flood went on while the clients connected"
+    );
+    assert_eq!(admission.refused(), 0, "nothing reached the caps");
+    scenarios::stop(&node).await;
+}
+
+/// Sets `stop` when dropped, so a failing test ends its flood thread.
+fn scopeguard_stop(stop: Arc<std::sync::atomic::AtomicBool>) -> impl Drop {
+    struct Stop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    Stop(stop)
+}
+
+#[compio::test]
+async fn a_client_asked_to_retry_validates_and_echoes() {
+    let mut config = Quic::listener_config();
+    config.retry_threshold = Some(0);
+    let listener = Quic::listen_with(&config);
+    let admission = listener.admission();
+    let node = start_on(listener, test_config());
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    echo(&mut client, 1, 1000).await;
+    echo(&mut client, 2, 100_000).await;
+    assert_eq!(admission.retried(), 1, "one Retry, then validated");
+    assert_eq!((admission.open(), admission.refused()), (1, 0));
+    assert!(bus_quic::totals().retries >= 1);
+    scenarios::stop(&node).await;
+}
+
+#[compio::test]
+async fn small_and_large_replies_in_one_batch_arrive_whole_and_in_order() {
+    let node = scenarios::start::<Quic>(test_config()).await;
+    let (mut client, _) = scenarios::connect::<Quic>(&node).await;
+    // Around the coalescing bound (4 KiB) and the send chunk (64 KiB): small
+    // replies are copied into the shared chunk, large ones go by reference,
+    // and a chunk fills up mid-batch.
+    let sizes = [
+        0, 10, 4_000, 4_096, 4_097, 300, 100_000, 1, 60_000, 4_000, 4_000, 70_000, 5,
+    ];
+    let mut burst = Vec::new();
+    for round in 0..4u64 {
+        for (i, &len) in sizes.iter().enumerate() {
+            let request = round * 100 + i as u64 + 1;
+            burst.extend_from_slice(app(ECHO, request, len).as_bytes());
+        }
+    }
+    client.send_raw(&burst).await;
+    for round in 0..4u64 {
+        for (i, &len) in sizes.iter().enumerate() {
+            let request = round * 100 + i as u64 + 1;
+            let reply = client.recv_frame().await;
+            assert_eq!(reply.header().command_raw(), ECHO_REPLY);
+            assert_eq!(reply.header().request(), request, "in order");
+            assert_pattern(reply.body(), request, len);
+        }
+    }
+    scenarios::stop(&node).await;
 }

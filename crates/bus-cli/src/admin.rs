@@ -754,7 +754,32 @@ pub fn render_metrics(shards: &[ShardView], info: &NodeInfo) -> String {
             }
         }
     }
+    #[cfg(feature = "quic")]
+    render_quic_totals(&mut out);
     out
+}
+
+/// The QUIC listeners' admission counters, summed over the process (the
+/// listeners live on their shards; see `bus_quic::totals`).
+#[cfg(feature = "quic")]
+fn render_quic_totals(out: &mut String) {
+    let totals = bus_quic::totals();
+    for (name, help, value) in [
+        (
+            "quic_retries_total",
+            "QUIC connection attempts from unvalidated addresses answered with a Retry.",
+            totals.retries,
+        ),
+        (
+            "quic_refused_total",
+            "QUIC connection attempts refused by max_connections or max_handshakes.",
+            totals.refused,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP bus_{name} {help}");
+        let _ = writeln!(out, "# TYPE bus_{name} counter");
+        let _ = writeln!(out, "bus_{name} {value}");
+    }
 }
 
 /// The shard layer's metrics: name, type, help, value.
@@ -1010,6 +1035,10 @@ mod tests {
             assert!(text.contains(&format!(
                 "bus_connections{{shard=\"0\",transport=\"{kind}\"}} 0\n"
             )));
+        }
+        #[cfg(feature = "quic")]
+        for name in ["quic_retries_total", "quic_refused_total"] {
+            assert!(text.contains(&format!("# TYPE bus_{name} counter\nbus_{name} ")));
         }
     }
 

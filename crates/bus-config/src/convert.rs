@@ -158,6 +158,7 @@ impl Config {
         let mut config = bus_quic::QuicListenerConfig::new(quic.listen);
         config.max_connections = quic.max_connections;
         config.max_handshakes = quic.max_handshakes;
+        config.retry_threshold = quic.retry_threshold;
         let tuning = &mut config.tuning;
         tuning.max_idle_timeout = quic.max_idle_timeout;
         tuning.keep_alive = quic.keep_alive;

@@ -233,6 +233,12 @@ pub struct QuicSection {
     pub max_connections: u32,
     /// Most handshakes in progress at once.
     pub max_handshakes: u32,
+    /// Handshakes in flight from which attempts from unvalidated addresses
+    /// are answered with a Retry; at most `max_handshakes`. Unset: a
+    /// quarter of `max_handshakes` (see
+    /// `bus_quic::QuicListenerConfig::effective_retry_threshold`).
+    #[serde(default)]
+    pub retry_threshold: Option<u32>,
 }
 
 /// `[shards]`: the thread-per-core layout.

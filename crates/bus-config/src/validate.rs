@@ -250,6 +250,13 @@ impl Config {
             "quic.max_handshakes",
             quic.max_handshakes,
             format!("1 ..= quic.max_connections ({})", quic.max_connections),
+        )?;
+        check(
+            quic.retry_threshold
+                .is_none_or(|t| t <= quic.max_handshakes),
+            "quic.retry_threshold",
+            quic.retry_threshold.unwrap_or_default(),
+            format!("0 ..= quic.max_handshakes ({})", quic.max_handshakes),
         )
     }
 

@@ -205,6 +205,32 @@ pub const QUIC_MAX_INITIAL_MTU: u16 = 65_527;
 pub const QUIC_WINDOW_RANGE: RangeInclusive<u64> = 1024..=(1 << 30);
 /// Allowed kernel UDP buffer sizes.
 pub const QUIC_UDP_BUFFER_RANGE: RangeInclusive<usize> = (4 << 10)..=(1 << 30);
+/// Default cap on a QUIC listener's open connections (handshaking or
+/// established).
+pub const QUIC_DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Default cap on a QUIC listener's handshakes in flight.
+pub const QUIC_DEFAULT_MAX_HANDSHAKES: u32 = 256;
+/// When `retry_threshold` is unset, a QUIC listener answers attempts from
+/// unvalidated addresses with a Retry (address validation) instead of a slot
+/// once `max_handshakes / QUIC_RETRY_THRESHOLD_DIVISOR` (rounded up)
+/// handshakes are in flight: unvalidated handshakes are bounded by that,
+/// tighter than validated ones (by `max_handshakes`).
+pub const QUIC_RETRY_THRESHOLD_DIVISOR: u32 = 4;
+/// Least time between two warnings of the same kind a QUIC listener logs
+/// about attempts it turns away (Retries, refusals); those in between are
+/// counted and reported with the next one.
+pub const QUIC_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Frames up to this size are copied into the writer's shared send chunk
+/// (one reference-counted buffer per batch instead of one allocation per
+/// frame); larger ones are handed to quinn without a copy.
+pub const QUIC_COALESCE_MAX_FRAME_BYTES: usize = 4 << 10;
+/// Capacity of a QUIC writer's send chunk. A batch of small frames takes a
+/// slice of it; the chunk is reused once quinn has released every slice
+/// (the peer acknowledged them) and replaced when it is full. A connection
+/// that has sent small frames keeps its current chunk while idle, so this
+/// is also a per-connection memory cost (16 KiB: about 60 frames of 256 B
+/// per allocation).
+pub const QUIC_SEND_CHUNK_BYTES: usize = 16 << 10;
 
 // ---------------------------------------------------------------- shards
 
@@ -273,6 +299,9 @@ const _: () = assert!(WS_DEFAULT_MAX_FRAME_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BY
 const _: () =
     assert!(QUIC_DEFAULT_KEEP_ALIVE.as_nanos() < QUIC_DEFAULT_MAX_IDLE_TIMEOUT.as_nanos());
 const _: () = assert!(QUIC_MIN_INITIAL_MTU <= QUIC_MAX_INITIAL_MTU);
+const _: () = assert!(QUIC_DEFAULT_MAX_HANDSHAKES <= QUIC_DEFAULT_MAX_CONNECTIONS);
+const _: () = assert!(QUIC_RETRY_THRESHOLD_DIVISOR >= 1);
+const _: () = assert!(QUIC_COALESCE_MAX_FRAME_BYTES <= QUIC_SEND_CHUNK_BYTES);
 const _: () = assert!(MAX_SHARDS as u32 <= u16::MAX as u32 + 1);
 const _: () = assert!(SHARD_INBOX_BATCH_MESSAGES >= 1);
 const _: () = assert!(DEFAULT_MAX_HANDSHAKES <= DEFAULT_MAX_CONNECTIONS);

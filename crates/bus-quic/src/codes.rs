@@ -19,7 +19,9 @@ pub const GOODBYE_BASE: u32 = 0x1000;
 pub const SHUTTING_DOWN: VarInt = VarInt::from_u32(GOODBYE_BASE + 1);
 /// A protocol violation (spec §7).
 pub const PROTOCOL_VIOLATION: VarInt = VarInt::from_u32(0x1004);
-/// A stream, or a connection without ALPN `bus.v1`, refused.
+/// A stream refused. Not sent by this crate since the server grants credit
+/// for one bidirectional stream only (a second cannot be opened); kept so
+/// peers and older releases agree on its meaning.
 pub const STREAM_REFUSED: VarInt = VarInt::from_u32(0x1010);
 
 /// The `CONNECTION_CLOSE` code that goes with the `Goodbye` sent (if any).

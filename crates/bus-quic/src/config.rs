@@ -144,6 +144,14 @@ pub struct QuicListenerConfig {
     pub max_connections: u32,
     /// Most handshakes in progress at once. 1 ..= `max_connections`.
     pub max_handshakes: u32,
+    /// Handshakes in flight from which an attempt whose address is not
+    /// validated is answered with a Retry instead of a slot: a client that
+    /// really owns its address comes back validated (one round trip later)
+    /// and is admitted up to `max_handshakes`; a spoofed or never-completing
+    /// source costs nothing more. Unvalidated handshakes are thereby bounded
+    /// by this value. 0 ..= `max_handshakes` (0: every new client is asked
+    /// to validate). `None`: see [`Self::effective_retry_threshold`].
+    pub retry_threshold: Option<u32>,
     /// Transport tuning.
     pub tuning: QuicTuning,
 }
@@ -153,10 +161,23 @@ impl QuicListenerConfig {
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
-            max_connections: 10_000,
-            max_handshakes: 256,
+            max_connections: limits::QUIC_DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: limits::QUIC_DEFAULT_MAX_HANDSHAKES,
+            retry_threshold: None,
             tuning: QuicTuning::default(),
         }
+    }
+
+    /// The Retry threshold in force: `retry_threshold`, or when unset
+    /// `max_handshakes` divided by
+    /// [`QUIC_RETRY_THRESHOLD_DIVISOR`](limits::QUIC_RETRY_THRESHOLD_DIVISOR),
+    /// rounded up (64 of the default 256), so that lowering
+    /// `max_handshakes` keeps the protection without a second edit.
+    pub fn effective_retry_threshold(&self) -> u32 {
+        self.retry_threshold.unwrap_or_else(|| {
+            self.max_handshakes
+                .div_ceil(limits::QUIC_RETRY_THRESHOLD_DIVISOR)
+        })
     }
 
     /// Checks every field, naming the first one out of range.
@@ -169,6 +190,15 @@ impl QuicListenerConfig {
                 "max_handshakes",
                 self.max_handshakes,
                 format!("1 ..= max_connections ({})", self.max_connections),
+            ));
+        }
+        if let Some(threshold) = self.retry_threshold
+            && threshold > self.max_handshakes
+        {
+            return Err(invalid(
+                "retry_threshold",
+                threshold,
+                format!("0 ..= max_handshakes ({})", self.max_handshakes),
             ));
         }
         self.tuning.validate()

@@ -9,14 +9,18 @@
 //!   task, bounded by `handshake_grace`.
 //! - Admission: beyond `max_connections` open connections or
 //!   `max_handshakes` handshakes in flight, attempts are refused before any
-//!   crypto work.
+//!   crypto work; from `retry_threshold` handshakes in flight on, an attempt
+//!   from an address not yet validated gets a stateless Retry instead of a
+//!   slot, so spoofed or never-completing Initials cannot fill the
+//!   handshake slots. [`totals`] counts both over the process.
 //! - [`ClientQuic`] connects (ALPN `bus.v1`, 0-RTT off), opens the stream
 //!   with a `Ping` and waits for the `Pong`.
 //!
 //! Policy, fixed by the spec: ALPN `bus.v1` required; 0-RTT off in the TLS
 //! config (never left to compio-quic's builders, which turn it on) and any
-//! 0-RTT stream refused; one bidirectional stream, further ones refused with
-//! [`codes::STREAM_REFUSED`]; no unidirectional streams. Close: `Goodbye`
+//! 0-RTT stream refused; one bidirectional stream: the server gives the
+//! client credit for exactly one and no unidirectional stream, so a second
+//! cannot be opened at all (no task per connection watches for one). Close: `Goodbye`
 //! where applicable, stream finish, the peer's acknowledgement (bounded),
 //! then `CONNECTION_CLOSE` with the code of [`codes::for_goodbye`].
 //! Certificates come from [`bus_tls::ServerTls`], reloads included.
@@ -25,6 +29,7 @@
 // gates an item; `docsrs` is never set on stable builds.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admission;
 mod client;
 pub mod codes;
 mod config;
@@ -35,6 +40,7 @@ mod stream;
 
 use std::time::Duration;
 
+pub use admission::{AdmissionStats, QuicTotals, totals};
 pub use client::{ClientQuic, OPENING_PING_REQUEST, opening_ping};
 pub use compio_quic;
 pub use config::{
@@ -42,7 +48,7 @@ pub use config::{
     UDP_BUFFER_RANGE, WINDOW_RANGE,
 };
 pub use error::QuicError;
-pub use listener::{AdmissionStats, QuicIncoming, QuicListener};
+pub use listener::{QuicIncoming, QuicListener};
 pub use stream::{QuicReader, QuicSource, QuicWriter};
 
 /// Closes every connection of `endpoint` with `code` and waits, at most

@@ -2,64 +2,21 @@
 //! handshake and open the bus stream in [`Connection::establish`], on the
 //! connection's own task, within the bus's `handshake_grace`.
 
-use std::{cell::Cell, io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 use bus_core::{
     Error, ReadSettings,
     transport::{Connection, ConnectionInfo, Listener, TransportKind},
 };
 use bus_tls::ServerTls;
-use compio_quic::{Connecting, Endpoint, EndpointConfig, ServerConfig, TransportConfig};
+use compio_quic::{Connecting, Endpoint, EndpointConfig, ServerConfig, VarInt};
 
 use crate::{
-    QuicError, QuicListenerConfig, codes, setup,
+    QuicError, QuicListenerConfig,
+    admission::{Admission, AdmissionGuard, AdmissionStats, HandshakeGuard, Verdict},
+    codes, setup,
     stream::{self, QuicReader, QuicWriter},
 };
-
-/// Counts of open connections and handshakes in flight, against their caps.
-#[derive(Debug)]
-struct Admission {
-    open: Cell<u32>,
-    handshaking: Cell<u32>,
-    refused: Cell<u64>,
-    max_connections: u32,
-    max_handshakes: u32,
-}
-
-impl Admission {
-    /// Takes a connection slot and a handshake slot, or `None` when either
-    /// cap is reached.
-    fn admit(self: &Rc<Self>) -> Option<(AdmissionGuard, HandshakeGuard)> {
-        if self.open.get() >= self.max_connections || self.handshaking.get() >= self.max_handshakes
-        {
-            self.refused.set(self.refused.get() + 1);
-            return None;
-        }
-        self.open.set(self.open.get() + 1);
-        self.handshaking.set(self.handshaking.get() + 1);
-        Some((AdmissionGuard(self.clone()), HandshakeGuard(self.clone())))
-    }
-}
-
-/// A connection slot, given back on drop.
-#[derive(Debug)]
-pub(crate) struct AdmissionGuard(Rc<Admission>);
-
-impl Drop for AdmissionGuard {
-    fn drop(&mut self) {
-        self.0.open.set(self.0.open.get() - 1);
-    }
-}
-
-/// A handshake slot, given back on drop.
-#[derive(Debug)]
-struct HandshakeGuard(Rc<Admission>);
-
-impl Drop for HandshakeGuard {
-    fn drop(&mut self) {
-        self.0.handshaking.set(self.0.handshaking.get() - 1);
-    }
-}
 
 /// Accepts QUIC connections on one UDP socket. QUIC connections stay on the
 /// shard of their endpoint (dependencies.md #12): run one listener per
@@ -78,7 +35,6 @@ pub struct QuicListener {
     /// endpoint's config when its first packet arrives, so accepting with
     /// this one is what makes a reload reach an attempt already waiting.
     server: ServerConfig,
-    transport: Arc<TransportConfig>,
     admission: Rc<Admission>,
     close_ack_timeout: Duration,
     udp_buffers: (usize, usize),
@@ -92,7 +48,7 @@ impl QuicListener {
         config.validate()?;
         bus_tls::install_default_provider();
         let tuning = &config.tuning;
-        let transport = Arc::new(setup::transport_config(tuning)?);
+        let transport = Arc::new(setup::transport_config(tuning, setup::Side::Server)?);
         let current = tls.rustls_config();
         let server = setup::server_config(&current, &transport)?;
         let socket = setup::udp_socket(config.listen, tuning)?;
@@ -112,14 +68,11 @@ impl QuicListener {
             tls,
             current,
             server,
-            transport,
-            admission: Rc::new(Admission {
-                open: Cell::new(0),
-                handshaking: Cell::new(0),
-                refused: Cell::new(0),
-                max_connections: config.max_connections,
-                max_handshakes: config.max_handshakes,
-            }),
+            admission: Rc::new(Admission::new(
+                config.max_connections,
+                config.max_handshakes,
+                config.effective_retry_threshold(),
+            )),
             close_ack_timeout: tuning.close_ack_timeout,
             udp_buffers,
         })
@@ -154,10 +107,10 @@ impl QuicListener {
         if Arc::ptr_eq(&now, &self.current) {
             return;
         }
-        match setup::server_config(&now, &self.transport) {
-            Ok(server) => {
-                self.endpoint.set_server_config(Some(server.clone()));
-                self.server = server;
+        match setup::server_crypto(&now) {
+            Ok(crypto) => {
+                self.server.crypto = crypto;
+                self.endpoint.set_server_config(Some(self.server.clone()));
             }
             Err(err) => {
                 tracing::error!(%err, "reloaded TLS config unusable for QUIC; keeping the old one");
@@ -182,32 +135,14 @@ impl Drop for QuicListener {
     }
 }
 
-/// Admission counters of a [`QuicListener`].
-#[derive(Debug, Clone)]
-pub struct AdmissionStats(Rc<Admission>);
-
-impl AdmissionStats {
-    /// Connections holding a slot (handshaking or established).
-    pub fn open(&self) -> u32 {
-        self.0.open.get()
-    }
-
-    /// Handshakes in flight.
-    pub fn handshaking(&self) -> u32 {
-        self.0.handshaking.get()
-    }
-
-    /// Connection attempts refused by the caps so far.
-    pub fn refused(&self) -> u64 {
-        self.0.refused.get()
-    }
-}
-
 impl Listener for QuicListener {
     type Connection = QuicIncoming;
 
-    /// Waits for a connection attempt; one beyond the caps is refused here
-    /// (a stateless `CONNECTION_CLOSE`, no crypto work) and the wait goes on.
+    /// Waits for a connection attempt and hands it over, or turns it away
+    /// and goes on waiting: beyond the caps it is refused (a stateless
+    /// `CONNECTION_REFUSED`), and from the Retry threshold on an attempt
+    /// from an unvalidated address is answered with a stateless Retry. Both
+    /// cost no slot and no crypto work.
     ///
     /// # Cancel safety
     /// Cancel safe: no attempt is taken from the endpoint until it is
@@ -221,10 +156,22 @@ impl Listener for QuicListener {
                 ));
             };
             let peer = incoming.remote_address();
-            let Some((slot, handshake)) = self.admission.admit() else {
-                tracing::debug!(%peer, "QUIC admission cap reached; refusing");
-                incoming.refuse();
-                continue;
+            let (slot, handshake) = match self.admission.judge(incoming.remote_address_validated())
+            {
+                Verdict::Admit(slot, handshake) => (slot, handshake),
+                Verdict::Retry => {
+                    if let Err(err) = incoming.retry() {
+                        // Only an attempt already carrying a Retry token
+                        // cannot be retried, and those count as validated.
+                        self.admission.retry_failed();
+                        err.into_incoming().refuse();
+                    }
+                    continue;
+                }
+                Verdict::Refuse => {
+                    incoming.refuse();
+                    continue;
+                }
             };
             self.follow_reload();
             match incoming.accept_with(self.server.clone()) {
@@ -303,6 +250,8 @@ impl Connection for QuicIncoming {
             .accept_bi()
             .await
             .map_err(|source| failed(QuicError::NoStream { peer, source }))?;
+        // No credit for another stream, even once this one is closed.
+        connection.set_max_concurrent_bi_streams(VarInt::from_u32(0));
         if recv.is_0rtt() {
             connection.close(codes::PROTOCOL_VIOLATION, b"0-RTT refused");
             return Err(failed(QuicError::ZeroRtt { peer }));

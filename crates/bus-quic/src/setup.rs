@@ -9,13 +9,28 @@ use compio_quic::{
 
 use crate::{QuicError, QuicTuning};
 
-/// Concurrent bidirectional streams a client may open: its bus stream plus
-/// one more, which is refused (so a client that tries learns it at once),
-/// and whose credit comes back when it is refused.
-const MAX_BIDI_STREAMS: u32 = 2;
+/// Who a transport config is for: how many bidirectional streams it lets
+/// the peer open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Side {
+    /// A server lets the client open exactly one, its bus stream (spec §7):
+    /// a second cannot be opened (`open_bi` fails with `StreamsExhausted`,
+    /// and a peer ignoring the limit is closed with `STREAM_LIMIT_ERROR`),
+    /// so no task is needed to refuse further streams.
+    Server,
+    /// A client lets the server open none.
+    Client,
+}
 
 /// The transport parameters of every bus connection, from `tuning`.
-pub(crate) fn transport_config(tuning: &QuicTuning) -> Result<TransportConfig, QuicError> {
+pub(crate) fn transport_config(
+    tuning: &QuicTuning,
+    side: Side,
+) -> Result<TransportConfig, QuicError> {
+    let peer_bidi_streams = match side {
+        Side::Server => 1,
+        Side::Client => 0,
+    };
     let mut transport = TransportConfig::default();
     let idle =
         IdleTimeout::try_from(tuning.max_idle_timeout).map_err(|_| QuicError::InvalidConfig {
@@ -36,7 +51,7 @@ pub(crate) fn transport_config(tuning: &QuicTuning) -> Result<TransportConfig, Q
         )?)
         .send_window(tuning.send_window)
         .initial_mtu(tuning.initial_mtu)
-        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
+        .max_concurrent_bidi_streams(VarInt::from_u32(peer_bidi_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .datagram_receive_buffer_size(None);
     Ok(transport)
@@ -50,22 +65,31 @@ fn varint(field: &'static str, value: u64) -> Result<VarInt, QuicError> {
     })
 }
 
-/// A quinn server config from the rustls config bus-tls loaded, forced to
-/// the QUIC policy of spec §7: ALPN `bus.v1` only and 0-RTT off (trap #5:
-/// never left to a builder's defaults).
+/// A quinn server config from the rustls config bus-tls loaded (see
+/// [`server_crypto`]), with a fresh random key for Retry tokens.
 pub(crate) fn server_config(
     rustls: &rustls::ServerConfig,
     transport: &Arc<TransportConfig>,
 ) -> Result<ServerConfig, QuicError> {
+    let mut config = ServerConfig::with_crypto(server_crypto(rustls)?);
+    config.transport_config(transport.clone());
+    Ok(config)
+}
+
+/// The QUIC crypto of a rustls server config, forced to the QUIC policy of
+/// spec §7: ALPN `bus.v1` only and 0-RTT off (trap #5: never left to a
+/// builder's defaults). A reload swaps only this part of the server config,
+/// so the Retry token key, and with it every token in flight, survives it.
+pub(crate) fn server_crypto(
+    rustls: &rustls::ServerConfig,
+) -> Result<Arc<QuicServerConfig>, QuicError> {
     let mut rustls = rustls.clone();
     rustls.alpn_protocols = vec![bus_tls::ALPN_BUS.to_vec()];
     rustls.max_early_data_size = 0;
     rustls.send_half_rtt_data = false;
     let crypto =
         QuicServerConfig::try_from(rustls).map_err(|err| QuicError::Crypto(err.to_string()))?;
-    let mut config = ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport.clone());
-    Ok(config)
+    Ok(Arc::new(crypto))
 }
 
 /// A quinn client config from a rustls client config: 0-RTT off.
@@ -77,7 +101,7 @@ pub(crate) fn client_config(
     let crypto =
         QuicClientConfig::try_from(rustls).map_err(|err| QuicError::Crypto(err.to_string()))?;
     let mut config = ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(tuning)?));
+    config.transport_config(Arc::new(transport_config(tuning, Side::Client)?));
     Ok(config)
 }
 

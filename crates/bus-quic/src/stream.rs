@@ -3,15 +3,16 @@
 
 use std::{cell::Cell, io, rc::Rc};
 
+use bus_core::limits::{QUIC_COALESCE_MAX_FRAME_BYTES, QUIC_SEND_CHUNK_BYTES};
 use bus_core::{
     ByteBuf, Frame, GoodbyeReason, StreamReader,
     transport::{ByteSource, FrameWriter, ReadSettings},
 };
-use bytes::Bytes;
-use compio::{BufResult, runtime::JoinHandle};
+use bytes::{Bytes, BytesMut};
+use compio::BufResult;
 use compio_quic::{Connection, RecvStream, SendStream, VarInt};
 
-use crate::{codes, listener::AdmissionGuard};
+use crate::{admission::AdmissionGuard, codes};
 
 /// What both halves share: the connection, the code it closes with, and
 /// what must live exactly as long as it. When the last half is dropped the
@@ -19,8 +20,6 @@ use crate::{codes, listener::AdmissionGuard};
 struct Shared {
     connection: Connection,
     code: Cell<VarInt>,
-    /// Refuses further streams; dropping the handle cancels it.
-    _refuser: Option<JoinHandle<()>>,
     /// Holds the connection's admission slot (server side).
     _admission: Option<AdmissionGuard>,
 }
@@ -41,11 +40,9 @@ pub(crate) fn split(
     close_ack_timeout: std::time::Duration,
     admission: Option<AdmissionGuard>,
 ) -> (QuicReader, QuicWriter) {
-    let refuser = compio::runtime::spawn(refuse_streams(connection.clone()));
     let shared = Rc::new(Shared {
         connection,
         code: Cell::new(codes::NO_ERROR),
-        _refuser: Some(refuser),
         _admission: admission,
     });
     let source = QuicSource {
@@ -55,21 +52,11 @@ pub(crate) fn split(
     let writer = QuicWriter {
         send,
         chunks: Vec::new(),
+        staging: BytesMut::new(),
         close_ack_timeout,
         shared,
     };
     (StreamReader::new(source, reading.decoder()), writer)
-}
-
-/// Refuses every stream the peer opens after the bus stream (spec §7):
-/// stops its receiving side and resets its sending side with
-/// [`codes::STREAM_REFUSED`]. Ends when the connection does.
-async fn refuse_streams(connection: Connection) {
-    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        tracing::debug!(stream = %recv.id(), "refusing a further stream");
-        let _ = recv.stop(codes::STREAM_REFUSED);
-        let _ = send.reset(codes::STREAM_REFUSED);
-    }
 }
 
 /// The receiving half: bus-core's stream reader on the bus stream.
@@ -120,10 +107,22 @@ impl AsRef<[u8]> for FrameBytes {
 }
 
 /// The sending half: a batch is handed to quinn as one list of chunks.
+///
+/// quinn keeps every chunk until the peer acknowledges it, so a chunk must
+/// own its bytes. Small frames (up to [`QUIC_COALESCE_MAX_FRAME_BYTES`])
+/// are copied back to back into `staging`, and each run of them becomes one
+/// chunk: a slice of a shared [`QUIC_SEND_CHUNK_BYTES`] buffer, which costs
+/// no allocation until the buffer is full (then it is reclaimed if quinn
+/// has released every slice, or replaced). The frames' own buffers go back
+/// to the pool at once instead of waiting for the acknowledgement. Larger
+/// frames are handed over without a copy, one small owner each.
 pub struct QuicWriter {
     send: SendStream,
     /// Reused between batches.
     chunks: Vec<Bytes>,
+    /// Where small frames are coalesced; what is staged is split off into
+    /// `chunks` before anything else is pushed, so order is kept.
+    staging: BytesMut,
     close_ack_timeout: std::time::Duration,
     shared: Rc<Shared>,
 }
@@ -136,15 +135,37 @@ impl std::fmt::Debug for QuicWriter {
     }
 }
 
+impl QuicWriter {
+    /// Turns what is staged into the next chunk.
+    fn seal_staged(&mut self) {
+        if !self.staging.is_empty() {
+            self.chunks.push(self.staging.split().freeze());
+        }
+    }
+}
+
 impl FrameWriter for QuicWriter {
-    /// Hands every frame to quinn without copying (one small reference per
-    /// frame); quinn packs them into packets and sends without a flush.
+    /// Hands the batch to quinn as chunks (small frames coalesced, large
+    /// ones by reference; see [`QuicWriter`]); quinn packs them into
+    /// packets and sends without a flush.
     ///
     /// # Cancel safety
     /// Not cancel safe: see [`FrameWriter::write_batch`].
     async fn write_batch(&mut self, mut batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
-        self.chunks
-            .extend(batch.drain(..).map(|f| Bytes::from_owner(FrameBytes(f))));
+        for frame in batch.drain(..) {
+            let bytes = frame.as_bytes();
+            if bytes.len() <= QUIC_COALESCE_MAX_FRAME_BYTES {
+                if self.staging.capacity() - self.staging.len() < bytes.len() {
+                    self.seal_staged();
+                    self.staging.reserve(QUIC_SEND_CHUNK_BYTES);
+                }
+                self.staging.extend_from_slice(bytes);
+            } else {
+                self.seal_staged();
+                self.chunks.push(Bytes::from_owner(FrameBytes(frame)));
+            }
+        }
+        self.seal_staged();
         let res = self.send.write_all_chunks(&mut self.chunks).await;
         self.chunks.clear();
         BufResult(res.map_err(io::Error::from), batch)

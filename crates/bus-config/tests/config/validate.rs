@@ -393,6 +393,18 @@ fn quic_max_handshakes_above_max_connections() {
 }
 
 #[test]
+fn quic_retry_threshold_above_max_handshakes() {
+    let message = invalid(
+        "[quic]\nmax_handshakes = 8\nretry_threshold = 9",
+        "quic.retry_threshold",
+    );
+    assert!(
+        message.contains("0 ..= quic.max_handshakes (8)"),
+        "{message}"
+    );
+}
+
+#[test]
 fn quic_enabled_without_certificate_needs_self_signed() {
     let message = invalid(
         "[tls]\nenabled = false\nself_signed = false\n[wss]\nenabled = false\n[quic]\nenabled = true",
