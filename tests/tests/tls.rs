@@ -709,3 +709,37 @@ async fn key_updates_are_answered_and_traffic_goes_on() {
     assert!(matches!(end, Err(Error::Closed)), "clean end: {end:?}");
     client.join().expect("the client saw every echo");
 }
+
+/// A client that speaks plain HTTP to the TLS listener gets rustls'
+/// `decode_error` alert (one plaintext alert record) and the end of the
+/// stream; the refusal is counted and the node goes on serving TLS. Asking
+/// rustls for a second alert after the first used to panic the connection's
+/// task in debug builds (and the shard with it).
+#[compio::test]
+async fn a_client_speaking_plain_http_gets_one_alert_and_the_node_keeps_serving() {
+    use compio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = start::<Tls>(test_config()).await;
+    let mut raw = within("connect", compio::net::TcpStream::connect(node.addr))
+        .await
+        .expect("connect");
+    let compio::BufResult(res, _) = within(
+        "write",
+        raw.write_all(b"GET / HTTP/1.1\r\nHost: not-tls\r\n\r\n".to_vec()),
+    )
+    .await;
+    res.expect("write");
+    let compio::BufResult(res, answer) = within("the alert", raw.read_to_end(Vec::new())).await;
+    res.expect("read to the end");
+    // content type 21 (alert), legacy version, length 2, fatal (2), decode_error (50)
+    assert_eq!(answer.len(), 7, "exactly one alert record: {answer:?}");
+    assert_eq!(answer[0], 21, "an alert record: {answer:?}");
+    assert_eq!(
+        &answer[3..],
+        &[0, 2, 2, 50],
+        "fatal decode_error: {answer:?}"
+    );
+    assert_refused(&node).await;
+    let (mut client, _) = connect::<Tls>(&node).await;
+    echo(&mut client, 1).await;
+    stop(&node).await;
+}

@@ -291,16 +291,41 @@ fn encode<D>(message: &mut EncodeTlsData<'_, D>, out: &mut Outbox) {
     }
 }
 
-/// After a failed handshake: encodes the alert rustls queued, so the peer
+/// After a failed handshake: encodes what rustls queued, so the peer
 /// learns why (for example `no_application_protocol`).
-fn drain_alerts<C: Side>(conn: &mut C, inbox: &mut Inbox, out: &mut Outbox) {
+///
+/// rustls hands out what it queued before it looks at the input again.
+/// When the input itself was refused (`input_refused`: a record that does
+/// not parse or decrypt), the bytes that failed are still there, and
+/// looking at them again would queue a second fatal alert, which rustls
+/// refuses (a debug assertion that a plain-HTTP client would turn into a
+/// panic); such a failure queues exactly its one alert, so one message is
+/// taken. Otherwise the failing message was consumed and the queue is
+/// drained until rustls asks for the bytes to be sent.
+fn drain_alerts<C: Side>(conn: &mut C, inbox: &mut Inbox, out: &mut Outbox, input_refused: bool) {
     loop {
         match conn.records(inbox.pending()).state {
-            Ok(ConnectionState::EncodeTlsData(mut message)) => encode(&mut message, out),
+            Ok(ConnectionState::EncodeTlsData(mut message)) => {
+                encode(&mut message, out);
+                if input_refused {
+                    return;
+                }
+            }
             Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
             _ => return,
         }
     }
+}
+
+/// Whether rustls failed on the bytes themselves (a record that does not
+/// parse, is too large or does not decrypt), leaving them unconsumed.
+fn refuses_input(err: &rustls::Error) -> bool {
+    matches!(
+        err,
+        rustls::Error::InvalidMessage(_)
+            | rustls::Error::PeerSentOversizedRecord
+            | rustls::Error::DecryptError
+    )
 }
 
 /// What the handshake needs next.
@@ -308,7 +333,12 @@ enum Handshake {
     Read,
     Write,
     Done,
-    Failed(io::Error),
+    /// The handshake failed; `input_refused` when rustls refused the
+    /// bytes themselves (see [`drain_alerts`]).
+    Failed {
+        err: io::Error,
+        input_refused: bool,
+    },
 }
 
 /// Runs the handshake as far as the bytes at hand allow.
@@ -322,7 +352,10 @@ fn handshake_step<C: Side>(
         let status = conn.records(inbox.pending());
         let discard = status.discard;
         let next = match status.state {
-            Err(err) => Some(Handshake::Failed(tls_error(err))),
+            Err(err) => Some(Handshake::Failed {
+                input_refused: refuses_input(&err),
+                err: tls_error(err),
+            }),
             Ok(ConnectionState::EncodeTlsData(mut message)) => {
                 encode(&mut message, out);
                 None
@@ -339,15 +372,23 @@ fn handshake_step<C: Side>(
                 while let Some(record) = read.next_record() {
                     match record {
                         Ok(record) => plain.keep(record.payload),
-                        Err(err) => return Handshake::Failed(tls_error(err)),
+                        Err(err) => {
+                            return Handshake::Failed {
+                                input_refused: refuses_input(&err),
+                                err: tls_error(err),
+                            };
+                        }
                     }
                 }
                 None
             }
-            Ok(_) => Some(Handshake::Failed(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the TLS session ended during the handshake",
-            ))),
+            Ok(_) => Some(Handshake::Failed {
+                err: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the TLS session ended during the handshake",
+                ),
+                input_refused: false,
+            }),
         };
         inbox.start += discard;
         if let Some(next) = next {
@@ -407,8 +448,8 @@ pub(crate) async fn handshake(
                     out,
                 });
             }
-            Handshake::Failed(err) => {
-                on_side!(&mut conn, c => drain_alerts(&mut **c, &mut inbox, &mut out));
+            Handshake::Failed { err, input_refused } => {
+                on_side!(&mut conn, c => drain_alerts(&mut **c, &mut inbox, &mut out, input_refused));
                 let _ = out.flush(&mut stream).await;
                 let _ = stream.shutdown().await;
                 return Err(err);

@@ -454,16 +454,32 @@ fn a_goodbye_that_cannot_be_written_is_not_counted_in_the_summary() {
         .connect_timeout(&node.tcp.into(), STEP)
         .expect("connect");
     let mut client: std::net::TcpStream = socket.into();
-    client.set_write_timeout(Some(STEP)).expect("timeout");
+    // A write that makes no progress for 2 s: the node has stopped reading.
+    client
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     let mut echo = frame(ECHO, &vec![7u8; 64 << 10]);
     echo.seal();
     let echo = echo.freeze();
-    // 32 MiB of echoes: once written, the node has read most of them
-    // (the kernel holds a few MiB each way), so their replies fill its
-    // socket buffer (the client's window is 4 KiB) and its 1 MiB queue.
+    // Up to 32 MiB of echoes: their replies fill the node's socket buffer
+    // (the client's window is 4 KiB) and then its 1 MiB queue, whose input
+    // then pauses, so the writes stall (the write timeout ends them) long
+    // before the 512th.
+    let mut stalled = false;
     for _ in 0..512 {
-        client.write_all(echo.as_bytes()).expect("write an echo");
+        if let Err(err) = client.write_all(echo.as_bytes()) {
+            assert!(
+                matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "write an echo: {err}"
+            );
+            stalled = true;
+            break;
+        }
     }
+    assert!(stalled, "the node kept reading a client that never reads");
     node.signal(libc::SIGTERM);
     let stopped = node.wait_line("stopped in");
     assert!(
