@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, deny, docs, examples, features, fuzz, lint, miri, test, tidy};
+use crate::{Error, Result, deny, docs, examples, features, fuzz, lint, miri, soak, test, tidy};
 
 /// One check of the CI run; also runnable alone as `cargo xtask <task>`.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 12] = [
     Step::new("fmt", "fmt", lint::fmt),
     Step::new("tidy", "tidy", tidy::run),
     Step::new("clippy", "lint", lint::clippy),
@@ -28,6 +28,7 @@ const STEPS: [Step; 11] = [
     Step::new("test", "test", test::run),
     Step::new("miri", "miri", miri::run),
     Step::new("fuzz", "fuzz", fuzz::ci),
+    Step::new("soak", "soak", soak::ci),
     Step::new("docs", "docs", docs::run),
     Step::new("docsrs", "docs --docsrs", docs::docsrs),
     Step::new("features", "features", features::run),
