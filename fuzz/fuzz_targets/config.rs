@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = Config::from_toml_str(text) else {
         return;
     };
-    config.validate().expect("an accepted config validates again");
+    config
+        .validate()
+        .expect("an accepted config validates again");
     let _ = config.bus_config(0);
     let _ = config.bus_config(u16::MAX);
     let _ = config.tcp_listener_config();

@@ -46,7 +46,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let (want, end) = frames(&input.stream, input.rules);
-    assert_eq!(got.len(), want.len(), "frame count; end {end:?}, error {error:?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "frame count; end {end:?}, error {error:?}"
+    );
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g.as_slice(), *w, "frame bytes");
     }
@@ -80,7 +84,10 @@ fuzz_target!(|data: &[u8]| {
             None,
         ) => {
             assert!(
-                !matches!(want, FrameError::TooLarge { .. } | FrameError::TooSmall { .. }),
+                !matches!(
+                    want,
+                    FrameError::TooLarge { .. } | FrameError::TooSmall { .. }
+                ),
                 "size error {want:?} not reported"
             );
             assert!(!decoder.is_between_frames());

@@ -23,18 +23,33 @@ fuzz_target!(|data: &[u8]| {
     }
     let header = Header::from_bytes(&bytes);
     assert_eq!(header.as_bytes(), &bytes);
-    assert_eq!(header.size(), u32::from_le_bytes(bytes[48..52].try_into().unwrap()));
-    assert_eq!(header.request(), u64::from_le_bytes(bytes[80..88].try_into().unwrap()));
+    assert_eq!(
+        header.size(),
+        u32::from_le_bytes(bytes[48..52].try_into().unwrap())
+    );
+    assert_eq!(
+        header.request(),
+        u64::from_le_bytes(bytes[80..88].try_into().unwrap())
+    );
     assert_eq!(header.command(), Command::from_u8(bytes[60]));
     assert_eq!(Command::from_u8(bytes[60]).as_u8(), bytes[60]);
     assert_eq!(header.is_sealed(), bytes[..16] != [0; 16]);
-    let rules = Rules { max, require_sealed };
+    let rules = Rules {
+        max,
+        require_sealed,
+    };
     let limits = DecodeLimits {
         max_message_size_bytes: max,
         require_sealed,
     };
     assert_eq!(limits.check_header(&header), check_header(&bytes, rules));
-    let plain = check_header(&bytes, Rules { max, require_sealed: false });
+    let plain = check_header(
+        &bytes,
+        Rules {
+            max,
+            require_sealed: false,
+        },
+    );
     assert_eq!(header.validate(max), plain);
     // The size rules alone agree with the full check's first verdicts.
     if let Err(err) = limits.check_size(header.size()) {

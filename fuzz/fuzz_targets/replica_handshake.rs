@@ -96,13 +96,17 @@ fuzz_target!(|data: &[u8]| {
     let acceptor_config = HandshakeConfig::new(CLUSTER, ACCEPTOR, peers, keys.clone());
     let hello = frame(hello_bytes, None);
     roundtrips(&hello);
-    let acceptor = Acceptor::new(&acceptor_config, Binding::PLAIN_TCP, &mut Fixed(NONCE_A)).unwrap();
+    let acceptor =
+        Acceptor::new(&acceptor_config, Binding::PLAIN_TCP, &mut Fixed(NONCE_A)).unwrap();
     match acceptor.receive_hello(&hello, |id| id == 0) {
         HelloOutcome::Challenge { challenge, next } => {
             let parsed = Hello::decode(&hello).expect("a Hello the acceptor took parses");
             assert_eq!((parsed.cluster, parsed.replica), (CLUSTER, DIALER));
             let decoded = Challenge::decode(&challenge).expect("our Challenge parses");
-            assert_eq!(decoded.mac_a, mac(&keys, &parsed.nonce_d, Direction::Acceptor));
+            assert_eq!(
+                decoded.mac_a,
+                mac(&keys, &parsed.nonce_d, Direction::Acceptor)
+            );
             let honest = mac(&keys, &parsed.nonce_d, Direction::Dialer);
             let finish = frame(finish_bytes, (flags & 1 != 0).then_some(honest));
             roundtrips(&finish);
@@ -131,8 +135,13 @@ fuzz_target!(|data: &[u8]| {
 
     // The dialer: its Hello, then a Challenge.
     let dialer_config = HandshakeConfig::new(CLUSTER, DIALER, peers, keys.clone());
-    let (dialer, _hello) =
-        Dialer::start(&dialer_config, ACCEPTOR, Binding::PLAIN_TCP, &mut Fixed(NONCE_D)).unwrap();
+    let (dialer, _hello) = Dialer::start(
+        &dialer_config,
+        ACCEPTOR,
+        Binding::PLAIN_TCP,
+        &mut Fixed(NONCE_D),
+    )
+    .unwrap();
     let honest = mac(&keys, &NONCE_D, Direction::Acceptor);
     let mut challenge = challenge_bytes.to_vec();
     if flags & 2 != 0 {
@@ -148,7 +157,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((c.cluster, c.replica, c.status), (CLUSTER, ACCEPTOR, 0));
             assert_eq!((c.nonce_a, c.mac_a), (NONCE_A, honest));
             assert_eq!(peer.peer, ACCEPTOR);
-            assert_eq!(Finish::decode(&finish).unwrap().mac_d, mac(&keys, &NONCE_D, Direction::Dialer));
+            assert_eq!(
+                Finish::decode(&finish).unwrap().mac_d,
+                mac(&keys, &NONCE_D, Direction::Dialer)
+            );
         }
         DialerOutcome::Refused(_) => {
             assert_ne!(Challenge::decode(&challenge).unwrap().status, 0);

@@ -17,12 +17,18 @@ fn model(message: &[u8], rules: Rules) -> Result<(), FrameError> {
         let size = message
             .get(48..52)
             .map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap()));
-        return Err(FrameError::MessageLength { len: len as u64, size });
+        return Err(FrameError::MessageLength {
+            len: len as u64,
+            size,
+        });
     }
     check_header(&message[..HEADER], rules)?;
     let size = u32::from_le_bytes(message[48..52].try_into().unwrap());
     if size as usize != len {
-        return Err(FrameError::MessageLength { len: len as u64, size });
+        return Err(FrameError::MessageLength {
+            len: len as u64,
+            size,
+        });
     }
     check_body(message)
 }
