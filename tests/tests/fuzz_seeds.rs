@@ -13,7 +13,9 @@ use bus_replica::{
 
 /// The corpus directory of one fuzz target, created empty of seeds.
 fn corpus(target: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     fs::create_dir_all(&dir).expect("create the corpus directory");
     dir
 }
@@ -67,13 +69,32 @@ fn decoder_header_and_ws_seeds() {
     let plain = frame(200, b"hello", true);
     let mut stream = [ping.clone(), app.clone(), plain.clone()].concat();
     assert_eq!(decode_all(&stream, 4096), (3, None));
-    write("decoder", "three-frames", &decoder_input(0, 4096, 3, &stream));
-    write("decoder", "three-frames-resealed", &decoder_input(0b10, 4096, 9, &stream));
-    write("decoder", "large-frame", &decoder_input(0b0010, 1024, 12, &app));
+    write(
+        "decoder",
+        "three-frames",
+        &decoder_input(0, 4096, 3, &stream),
+    );
+    write(
+        "decoder",
+        "three-frames-resealed",
+        &decoder_input(0b10, 4096, 9, &stream),
+    );
+    write(
+        "decoder",
+        "large-frame",
+        &decoder_input(0b0010, 1024, 12, &app),
+    );
     let mut bad_checksum = app.clone();
     bad_checksum[300] ^= 1;
-    assert_eq!(decode_all(&bad_checksum, 4096), (0, Some(FrameError::BodyChecksum)));
-    write("decoder", "bad-body-checksum", &decoder_input(0, 4096, 5, &bad_checksum));
+    assert_eq!(
+        decode_all(&bad_checksum, 4096),
+        (0, Some(FrameError::BodyChecksum))
+    );
+    write(
+        "decoder",
+        "bad-body-checksum",
+        &decoder_input(0, 4096, 5, &bad_checksum),
+    );
     let mut oversize = ping.clone();
     oversize[48..52].copy_from_slice(&(1u32 << 30).to_le_bytes());
     assert!(matches!(
@@ -83,13 +104,29 @@ fn decoder_header_and_ws_seeds() {
     write("decoder", "oversize", &decoder_input(0, 4096, 1, &oversize));
     let mut bad_magic = ping.clone();
     bad_magic[62] = 9;
-    write("decoder", "bad-protocol", &decoder_input(0b100, 4096, 2, &bad_magic));
-    write("decoder", "unsealed-required", &decoder_input(1, 4096, 2, &plain));
+    write(
+        "decoder",
+        "bad-protocol",
+        &decoder_input(0b100, 4096, 2, &bad_magic),
+    );
+    write(
+        "decoder",
+        "unsealed-required",
+        &decoder_input(1, 4096, 2, &plain),
+    );
     stream.truncate(stream.len() - 3);
-    write("decoder", "truncated", &decoder_input(0b1100, 4096, 7, &stream));
+    write(
+        "decoder",
+        "truncated",
+        &decoder_input(0b1100, 4096, 7, &stream),
+    );
 
     // header: flags, max (u32 LE), 256 bytes.
-    for (name, bytes, flags) in [("ping", &ping, 0u8), ("plain", &plain, 1), ("bad", &bad_magic, 2)] {
+    for (name, bytes, flags) in [
+        ("ping", &ping, 0u8),
+        ("plain", &plain, 1),
+        ("bad", &bad_magic, 2),
+    ] {
         let mut input = vec![flags];
         input.extend_from_slice(&(64u32 << 20).to_le_bytes());
         input.extend_from_slice(&bytes[..256]);
@@ -106,7 +143,11 @@ fn decoder_header_and_ws_seeds() {
         limits.check_message(&app[..500]),
         Err(FrameError::MessageLength { .. })
     ));
-    for (name, message) in [("app", &app[..]), ("short", &app[..500]), ("ping", &ping[..])] {
+    for (name, message) in [
+        ("app", &app[..]),
+        ("short", &app[..500]),
+        ("ping", &ping[..]),
+    ] {
         let mut input = vec![0, 0x80, 0x03];
         input.extend_from_slice(message);
         write("ws_message", name, &input);
@@ -121,11 +162,22 @@ fn config_and_admin_seeds() {
     write("config", "defaults", &defaults);
     for node in 0..3 {
         let path = dir.join(format!("examples/cluster/node{node}.toml"));
-        write("config", &format!("cluster-node{node}"), &fs::read(path).expect("example config"));
+        write(
+            "config",
+            &format!("cluster-node{node}"),
+            &fs::read(path).expect("example config"),
+        );
     }
-    write("config", "small", b"[bus]\nmax_message_size = \"1 MiB\"\nidle_timeout = \"30s\"\n");
+    write(
+        "config",
+        "small",
+        b"[bus]\nmax_message_size = \"1 MiB\"\nidle_timeout = \"30s\"\n",
+    );
     for (name, request) in [
-        ("metrics", &b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"[..]),
+        (
+            "metrics",
+            &b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        ),
         ("head", b"HEAD /healthz?x=1 HTTP/1.0\r\n\r\n"),
         ("post", b"POST /connz HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
         ("partial", b"GET /stats HTTP/1.1\r\nHost: x\r\n"),

@@ -4,7 +4,7 @@
 //! was lost and that the node's descriptors, tasks and memory came back
 //! (the example's docs list the load and the bounds).
 //!
-//! It builds `bus` (bus-cli) and the example in the same profile (debug
+//! It builds `bus` (bus-cli) and the example in one cargo call, in one profile (debug
 //! unless `--release`) and runs the example with `--bus PATH`. The `soak`
 //! step of `cargo xtask ci` runs it for [`CI_SECONDS`].
 
@@ -59,8 +59,22 @@ fn parse(args: &[String]) -> Result<Plan> {
 
 fn soak(plan: &Plan) -> Result {
     let profile: &[&str] = if plan.release { &["--release"] } else { &[] };
-    cmd::run(cmd::cargo(["build", "-p", "bus-cli", "--bin", "bus"]).args(profile))?;
-    cmd::run(cmd::cargo(["build", "-p", "bus-tests", "--example", "soak"]).args(profile))?;
+    // One build of both, so their features are unified once and neither
+    // rebuilds the other's dependencies.
+    cmd::run(
+        cmd::cargo([
+            "build",
+            "-p",
+            "bus-cli",
+            "--bin",
+            "bus",
+            "-p",
+            "bus-tests",
+            "--example",
+            "soak",
+        ])
+        .args(profile),
+    )?;
     let dir = workspace::root()
         .join("target")
         .join(if plan.release { "release" } else { "debug" });
