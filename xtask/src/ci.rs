@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, deny, docs, examples, features, lint, miri, test, tidy};
+use crate::{Error, Result, deny, docs, examples, features, fuzz, lint, miri, soak, test, tidy};
 
 /// One check of the CI run; also runnable alone as `cargo xtask <task>`.
 #[derive(Debug)]
@@ -20,13 +20,15 @@ pub(crate) struct Step {
 }
 
 /// In order: cheap checks first, so a formatting slip fails in a second.
-const STEPS: [Step; 10] = [
+const STEPS: [Step; 12] = [
     Step::new("fmt", "fmt", lint::fmt),
     Step::new("tidy", "tidy", tidy::run),
     Step::new("clippy", "lint", lint::clippy),
     Step::new("examples", "examples", examples::build),
     Step::new("test", "test", test::run),
     Step::new("miri", "miri", miri::run),
+    Step::new("fuzz", "fuzz", fuzz::ci),
+    Step::new("soak", "soak", soak::ci),
     Step::new("docs", "docs", docs::run),
     Step::new("docsrs", "docs --docsrs", docs::docsrs),
     Step::new("features", "features", features::run),
@@ -102,7 +104,7 @@ pub(crate) fn run() -> Result {
 
 /// `CI` is set by GitHub, GitLab and most other runners (and by our own CI,
 /// `CI=true`); `false` or `0` count as unset.
-fn is_ci() -> bool {
+pub(crate) fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false"))
 }
 

@@ -15,8 +15,10 @@ mod deny;
 mod docs;
 mod examples;
 mod features;
+mod fuzz;
 mod lint;
 mod miri;
+mod soak;
 mod test;
 mod tidy;
 mod workspace;
@@ -31,7 +33,7 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   ci          Run every check CI runs, in order, stopping at the first failure:
-              fmt, tidy, clippy, examples, test, miri, docs, docsrs, features, deny
+              fmt, tidy, clippy, examples, test, miri, fuzz, soak, docs, docsrs, features, deny
   fmt         cargo fmt --all -- --check
   tidy        the shape of the sources: every file opens with a `//!` summary, no
               library function over the length ratchet, no error variant built
@@ -43,6 +45,16 @@ Tasks:
   miri        bus-core's unsafe code under a checker on nightly: cargo miri test when
               Miri is installed, else AddressSanitizer (target/asan); skipped with a
               note without a nightly toolchain
+  fuzz [--seconds N] [--runs N] [TARGET...]
+              the cargo-fuzz targets of fuzz/ on nightly (decoder, header, ws_message,
+              config, admin_request, replica_handshake), each for N seconds (default 60)
+              or N executions, after writing their seed corpora; `ci` runs each for 5 s
+              (skipped with a note without nightly, or without cargo-fuzz outside CI)
+  soak [--duration SECONDS] [--release]
+              `bus serve` on every transport under a bounded mixed load (well-behaved
+              pipelining clients, churn, resets, slow readers, silent sockets, ping
+              floods, hostile frames) for SECONDS (default 60, as in `ci`), then checks
+              replies, descriptors, tasks, RSS and p99 (tests/examples/soak.rs)
   docs        cargo doc --workspace --all-features --no-deps, with RUSTDOCFLAGS=-D warnings
   docs --docsrs
               the same on nightly, as docs.rs builds it (RUSTDOCFLAGS=--cfg docsrs -D warnings:
@@ -70,6 +82,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("bench") => bench::run(&rest),
+        Some("fuzz") => fuzz::run(&rest),
+        Some("soak") => soak::run(&rest),
         Some("docs") if rest == ["--docsrs"] => ci::Step::find("docsrs").map_or_else(
             || Err(Error::new("no `docsrs` step in ci.rs")),
             ci::Step::run_alone,

@@ -292,7 +292,7 @@ async fn serve_connection(mut stream: TcpStream, context: Arc<Context>, waiting:
     waiting.set(false);
     let response = match head {
         // Reading the shards blocks (boundedly): not on this runtime.
-        Ok(Ok(head)) => compio::runtime::spawn_blocking(move || respond(&head, &context))
+        Ok(Ok(request)) => compio::runtime::spawn_blocking(move || respond(&request, &context))
             .await
             .unwrap_or_else(|_| {
                 Response::text(500, "Internal Server Error", "the answer panicked\n")
@@ -310,22 +310,17 @@ async fn serve_connection(mut stream: TcpStream, context: Arc<Context>, waiting:
     .await;
 }
 
-/// Reads up to the end of the request head.
-async fn read_head(stream: &mut TcpStream) -> Result<String, Response> {
+/// Reads up to the end of the request head and parses it.
+async fn read_head(stream: &mut TcpStream) -> Result<Request, Response> {
     let mut head: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk: Vec<u8> = Vec::with_capacity(2048);
     loop {
-        if let Some(end) = find_head_end(&head) {
-            head.truncate(end);
-            return String::from_utf8(head)
-                .map_err(|_| Response::text(400, "Bad Request", "request head is not UTF-8\n"));
-        }
-        if head.len() >= MAX_REQUEST_HEAD_BYTES {
-            return Err(Response::text(
-                431,
-                "Request Header Fields Too Large",
-                "request head over 8 KiB\n",
-            ));
+        match parse_request(&head) {
+            RequestHead::Request(request) => return Ok(request),
+            RequestHead::Refused(refusal) => {
+                return Err(Response::text(refusal.status, refusal.reason, refusal.body));
+            }
+            RequestHead::Incomplete => {}
         }
         chunk.clear();
         let BufResult(res, returned) = stream.read(chunk).await;
@@ -337,6 +332,89 @@ async fn read_head(stream: &mut TcpStream) -> Result<String, Response> {
             Ok(_) => head.extend_from_slice(&chunk),
         }
     }
+}
+
+/// What the bytes received so far of an admin request say (pure; the
+/// fuzz target `admin_request` drives it).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestHead {
+    /// No end of head yet and under [`MAX_REQUEST_HEAD_BYTES`]: read more.
+    Incomplete,
+    /// A `GET` or `HEAD` request for a path.
+    Request(Request),
+    /// Answered with an error status, without routing.
+    Refused(Refusal),
+}
+
+/// A request the admin endpoint routes.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The target without its query string.
+    pub path: String,
+    /// `HEAD`: answer without a body.
+    pub head_only: bool,
+}
+
+/// A request refused before routing.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status code.
+    pub status: u16,
+    /// HTTP reason phrase.
+    pub reason: &'static str,
+    /// The short text body.
+    pub body: &'static str,
+}
+
+impl Refusal {
+    const fn head(status: u16, reason: &'static str, body: &'static str) -> RequestHead {
+        RequestHead::Refused(Self {
+            status,
+            reason,
+            body,
+        })
+    }
+}
+
+/// Parses the bytes received so far of one admin request: its head ends at
+/// the first empty line, is at most [`MAX_REQUEST_HEAD_BYTES`] long before
+/// that line is found, is UTF-8, and starts with `METHOD TARGET HTTP/1.x`.
+#[doc(hidden)]
+pub fn parse_request(buf: &[u8]) -> RequestHead {
+    let Some(end) = find_head_end(buf) else {
+        if buf.len() >= MAX_REQUEST_HEAD_BYTES {
+            return Refusal::head(
+                431,
+                "Request Header Fields Too Large",
+                "request head over 8 KiB\n",
+            );
+        }
+        return RequestHead::Incomplete;
+    };
+    let Ok(head) = std::str::from_utf8(&buf[..end]) else {
+        return Refusal::head(400, "Bad Request", "request head is not UTF-8\n");
+    };
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Refusal::head(400, "Bad Request", "malformed request line\n");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Refusal::head(505, "HTTP Version Not Supported", "HTTP/1.x only\n");
+    }
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return Refusal::head(405, "Method Not Allowed", "GET or HEAD only\n");
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    RequestHead::Request(Request {
+        path: path.to_owned(),
+        head_only,
+    })
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -390,25 +468,11 @@ impl Response {
     }
 }
 
-/// Routes one request head to its answer.
-fn respond(head: &str, context: &Context) -> Response {
+/// Routes one request to its answer.
+fn respond(request: &Request, context: &Context) -> Response {
     let source = &*context.source;
-    let request_line = head.lines().next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Response::text(400, "Bad Request", "malformed request line\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Response::text(505, "HTTP Version Not Supported", "HTTP/1.x only\n");
-    }
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        let mut r = Response::text(405, "Method Not Allowed", "GET or HEAD only\n");
-        r.head_only = false;
-        return r;
-    }
-    let path = target.split('?').next().unwrap_or(target);
+    let path = request.path.as_str();
+    let head_only = request.head_only;
     let mut response = match path {
         "/healthz" if source.is_shutting_down() => {
             Response::text(503, "Service Unavailable", "shutting down\n")
@@ -965,12 +1029,12 @@ mod tests {
         let demo = DemoTarget::new("127.0.0.1:7072".parse().expect("addr"), "/bus");
         let context = context(Some(demo));
         for path in ["/", "/demo", "/?ws=ws://[::1]:1/bus"] {
-            let page = respond(&format!("GET {path} HTTP/1.1"), &context);
+            let page = respond_line(&format!("GET {path} HTTP/1.1"), &context);
             assert_eq!(page.status, 200, "{path}");
             assert_eq!(page.content_type, "text/html; charset=utf-8");
             assert_eq!(page.body, DEMO_PAGE);
         }
-        let config = respond("GET /demo/config.json HTTP/1.1", &context);
+        let config = respond_line("GET /demo/config.json HTTP/1.1", &context);
         assert_eq!(config.content_type, "application/json");
         assert_eq!(
             config.body,
@@ -996,7 +1060,7 @@ mod tests {
     #[test]
     fn routes_and_refuses() {
         let context = context(None);
-        let get = |line: &str| respond(line, &context);
+        let get = |line: &str| respond_line(line, &context);
         assert_eq!(get("GET /healthz HTTP/1.1\r\nHost: x").status, 200);
         assert_eq!(get("GET /metrics?x=1 HTTP/1.1").status, 200);
         assert_eq!(get("GET /connz HTTP/1.0").status, 200);
@@ -1040,6 +1104,39 @@ mod tests {
         for name in ["quic_retries_total", "quic_refused_total"] {
             assert!(text.contains(&format!("# TYPE bus_{name} counter\nbus_{name} ")));
         }
+    }
+
+    /// What the endpoint answers to a request whose head is `head`.
+    fn respond_line(head: &str, context: &Context) -> Response {
+        match parse_request(format!("{head}\r\n\r\n").as_bytes()) {
+            RequestHead::Request(request) => respond(&request, context),
+            RequestHead::Refused(r) => Response::text(r.status, r.reason, r.body),
+            RequestHead::Incomplete => panic!("a complete head parsed as incomplete"),
+        }
+    }
+
+    #[test]
+    fn request_heads_are_parsed_or_refused() {
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\n"),
+            RequestHead::Incomplete
+        );
+        let big = vec![b'a'; MAX_REQUEST_HEAD_BYTES];
+        assert!(matches!(
+            parse_request(&big),
+            RequestHead::Refused(Refusal { status: 431, .. })
+        ));
+        assert!(matches!(
+            parse_request(b"GET /\xff HTTP/1.1\r\n\r\n"),
+            RequestHead::Refused(Refusal { status: 400, .. })
+        ));
+        assert_eq!(
+            parse_request(b"HEAD /metrics?a=b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            RequestHead::Request(Request {
+                path: "/metrics".into(),
+                head_only: true
+            })
+        );
     }
 
     #[test]
