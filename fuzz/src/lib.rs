@@ -54,7 +54,7 @@ pub fn check_header(head: &[u8], rules: Rules) -> Result<(), FrameError> {
     let size = u32_at(head, 48);
     if size > rules.max {
         return Err(FrameError::TooLarge {
-            size,
+            size: size.into(),
             max: rules.max,
         });
     }

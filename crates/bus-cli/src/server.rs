@@ -153,6 +153,7 @@ impl Node {
                 stopping: node.stopping.clone(),
                 #[cfg(feature = "mesh")]
                 mesh: node.mesh.clone(),
+                #[cfg(feature = "mesh")]
                 replica_addr: node.replica_addr,
             });
             // The demo page speaks plain WS: a browser would refuse the
@@ -285,6 +286,7 @@ struct NodeStats {
     #[cfg(feature = "mesh")]
     mesh: Option<bus_mesh::Mesh>,
     /// Where the replica plane listens, when the node is in a mesh.
+    #[cfg(feature = "mesh")]
     replica_addr: Option<SocketAddr>,
 }
 
