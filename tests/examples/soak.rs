@@ -19,8 +19,9 @@
 //!   their handshake; the node must close them within the grace plus slack;
 //! - ping floods: bursts of [`PING_BURST`] `Ping`s written at once, every
 //!   `Pong` counted;
-//! - hostile frames: a bad protocol field, a bad checksum, an oversized
-//!   `size`, each answered with the right `Goodbye` and a close.
+//! - hostile frames on every transport in turn: a bad protocol field, a bad
+//!   checksum, an oversized `size`, each answered with the right `Goodbye`
+//!   and a close.
 //!
 //! Asserted at the end (the bounds are constants below):
 //!
@@ -49,7 +50,7 @@ use std::{
 
 use bus::{Client, ClientOptions, Command as Cmd, FrameMut, GoodbyeReason};
 use bus_tests::{
-    client::{RawClient, TcpClient, TlsClient, WsClient},
+    client::{QuicClient, RawClient, TcpClient, TlsClient, WsClient},
     frames::{ECHO, ECHO_REPLY, app},
     within,
 };
@@ -420,12 +421,77 @@ fn spawn_load(
         tally.clone(),
     )));
     tasks.push(compio::runtime::spawn(hostile(
-        tcp,
-        node.addr("ws"),
+        Hostile::new(node),
         deadline,
         tally.clone(),
     )));
     tasks
+}
+
+/// Where, and with which client settings, the hostile frames go: every
+/// transport of the node.
+struct Hostile {
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    ws: SocketAddr,
+    wss: SocketAddr,
+    quic: SocketAddr,
+    tls_client: bus_tls::ClientTls,
+    wss_client: bus_tls::ClientTls,
+    quic_client: bus_quic::ClientQuic,
+}
+
+impl Hostile {
+    fn new(node: &Node) -> Self {
+        let cert = node.data_dir.join("tls").join("cert.pem");
+        let tls_config = bus_tls::TlsClientConfig::new(cert.clone(), "127.0.0.1");
+        let mut wss_config = tls_config.clone();
+        wss_config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
+        let mut quic_config = bus_quic::QuicClientConfig::new(cert, "127.0.0.1");
+        quic_config.bind = "127.0.0.1:0".parse().expect("addr");
+        Self {
+            tcp: node.addr("tcp"),
+            tls: node.addr("tls"),
+            ws: node.addr("ws"),
+            wss: node.addr("wss"),
+            quic: node.addr("quic"),
+            tls_client: bus_tls::ClientTls::new(&tls_config).expect("client TLS"),
+            wss_client: bus_tls::ClientTls::new(&wss_config).expect("client WSS"),
+            quic_client: bus_quic::ClientQuic::new(&quic_config).expect("client QUIC"),
+        }
+    }
+
+    /// Sends `bytes` on a new connection of `transport` (an index into
+    /// [`TRANSPORTS`]); whether it got `Goodbye(reason)` and a close.
+    async fn refused(&self, transport: usize, bytes: &[u8], reason: GoodbyeReason) -> bool {
+        match TRANSPORTS[transport] {
+            "tcp" => {
+                let mut client = TcpClient::connect(self.tcp).await;
+                client.send_raw(bytes).await;
+                refused(&mut client, reason).await
+            }
+            "tls" => {
+                let mut client = TlsClient::connect(&self.tls_client, self.tls).await;
+                client.send_raw(bytes).await;
+                refused(&mut client, reason).await
+            }
+            "ws" => {
+                let mut client = WsClient::connect(self.ws).await;
+                client.send_raw(bytes).await;
+                refused(&mut client, reason).await
+            }
+            "wss" => {
+                let mut client = WsClient::connect_tls(&self.wss_client, self.wss).await;
+                client.send_raw(bytes).await;
+                refused(&mut client, reason).await
+            }
+            _ => {
+                let mut client = QuicClient::connect(&self.quic_client, self.quic).await;
+                client.send_raw(bytes).await;
+                refused(&mut client, reason).await
+            }
+        }
+    }
 }
 
 /// Waits (bounded by [`SETTLE`]) for the node to close every connection
@@ -751,8 +817,9 @@ async fn ping_flood(addr: SocketAddr, deadline: Instant, tally: Shared) {
     }
 }
 
-/// Frames that break a rule: each gets the right `Goodbye`, then a close.
-async fn hostile(tcp: SocketAddr, ws: SocketAddr, deadline: Instant, tally: Shared) {
+/// Frames that break a rule, on every transport in turn: each gets the
+/// right `Goodbye`, then a close.
+async fn hostile(targets: Hostile, deadline: Instant, tally: Shared) {
     let good = app(ECHO, 7, 100);
     let mut bad_protocol = good.as_bytes().to_vec();
     bad_protocol[62] = 9;
@@ -768,17 +835,9 @@ async fn hostile(tcp: SocketAddr, ws: SocketAddr, deadline: Instant, tally: Shar
     let mut i = 0;
     while Instant::now() < deadline {
         let (bytes, reason) = &cases[i % cases.len()];
-        let on_ws = i % 2 == 1;
+        let transport = i % TRANSPORTS.len();
         i += 1;
-        let ok = if on_ws {
-            let mut client = WsClient::connect(ws).await;
-            client.send_raw(bytes).await;
-            refused(&mut client, *reason).await
-        } else {
-            let mut client = TcpClient::connect(tcp).await;
-            client.send_raw(bytes).await;
-            refused(&mut client, *reason).await
-        };
+        let ok = Box::pin(targets.refused(transport, bytes, *reason)).await;
         {
             let mut t = tally.borrow_mut();
             t.hostile += 1;
@@ -786,7 +845,8 @@ async fn hostile(tcp: SocketAddr, ws: SocketAddr, deadline: Instant, tally: Shar
                 t.hostile_wrong += 1;
                 if t.errors.len() < 20 {
                     t.errors.push(format!(
-                        "hostile frame (ws: {on_ws}) not refused with {reason:?}"
+                        "hostile frame on {} not refused with {reason:?}",
+                        TRANSPORTS[transport]
                     ));
                 }
             }
