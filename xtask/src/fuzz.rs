@@ -16,9 +16,9 @@
 //! [`CI_SECONDS`]; without a nightly toolchain, or without cargo-fuzz
 //! outside CI, it is skipped with a note (`.ci/run` installs cargo-fuzz).
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
-use crate::{Error, Result, cmd, workspace};
+use crate::{Error, Result, cmd, miri::nightly, workspace};
 
 /// Every target in `fuzz/Cargo.toml`, in the order they run.
 pub(crate) const TARGETS: [&str; 6] = [
@@ -184,33 +184,6 @@ fn done_line(log: &str) -> Option<String> {
         .rev()
         .find(|line| line.starts_with("Done "))
         .map(str::to_owned)
-}
-
-/// `cargo` of the nightly toolchain through rustup, from the workspace
-/// root, with the variables our own (stable) cargo set removed.
-fn nightly<I, S>(args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut command = Command::new("rustup");
-    command
-        .args(["run", "nightly", "cargo"])
-        .args(args)
-        .current_dir(workspace::root());
-    for variable in [
-        "CARGO",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTC_WRAPPER",
-        "RUSTFLAGS",
-        "RUSTDOCFLAGS",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_ENCODED_RUSTFLAGS",
-    ] {
-        command.env_remove(variable);
-    }
-    command
 }
 
 #[cfg(test)]

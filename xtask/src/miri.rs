@@ -94,8 +94,9 @@ fn host() -> Result<String> {
 
 /// `cargo` of the nightly toolchain, through rustup, from the workspace
 /// root. The variables our own (stable) cargo set for this process are
-/// removed so they cannot pick the toolchain or its flags.
-fn nightly<I, S>(args: I) -> Command
+/// removed so they cannot pick the toolchain or its flags. (The fuzz step
+/// uses it too.)
+pub(crate) fn nightly<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
