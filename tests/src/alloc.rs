@@ -20,7 +20,14 @@ thread_local! {
     static PEAK: Cell<isize> = const { Cell::new(0) };
     /// The largest single allocation since the current window started.
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    /// Allocations of at least [`LARGE_ALLOCATION_BYTES`] since the current
+    /// window started.
+    static LARGE: Cell<u64> = const { Cell::new(0) };
 }
+
+/// What [`Window::large_allocations`] counts: allocations above the largest
+/// pooled size class of bus-core (64 KiB).
+pub const LARGE_ALLOCATION_BYTES: usize = (64 << 10) + 1;
 
 /// The system allocator, counting what each thread allocates.
 #[derive(Debug)]
@@ -39,6 +46,9 @@ fn allocated(size: usize) {
         let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
     });
     let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    if size >= LARGE_ALLOCATION_BYTES {
+        let _ = LARGE.try_with(|large| large.set(large.get() + 1));
+    }
 }
 
 fn freed(size: usize) {
@@ -84,8 +94,9 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// A measurement window on this thread: the peak growth of live heap bytes
-/// and the largest single allocation since [`Window::start`].
+/// A measurement window on this thread: the peak growth of live heap bytes,
+/// the largest single allocation and the count of large ones since
+/// [`Window::start`].
 #[derive(Debug)]
 pub struct Window {
     base: isize,
@@ -106,6 +117,7 @@ impl Window {
             "install bus_tests::alloc::Counting as this test binary's #[global_allocator]"
         );
         LARGEST.with(|largest| largest.set(0));
+        LARGE.with(|large| large.set(0));
         let base = LIVE.with(Cell::get);
         PEAK.with(|peak| peak.set(base));
         Self { base }
@@ -121,5 +133,11 @@ impl Window {
     /// The largest single allocation on this thread since the start.
     pub fn largest_allocation(&self) -> usize {
         LARGEST.with(Cell::get)
+    }
+
+    /// How many allocations of at least [`LARGE_ALLOCATION_BYTES`] this
+    /// thread made since the start (a `realloc` to such a size counts).
+    pub fn large_allocations(&self) -> u64 {
+        LARGE.with(Cell::get)
     }
 }

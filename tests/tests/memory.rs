@@ -27,8 +27,9 @@ const ECHO: u8 = 16;
 const ECHO_REPLY: u8 = 17;
 const MIB: usize = 1 << 20;
 /// What the node holds besides the queue and the budget: per-connection
-/// read buffers (4 KiB here), the frame pools of its thread (at most
-/// 9 MiB, little of it used here), tasks and bookkeeping.
+/// read buffers (4 KiB here), the frame pools of its thread (at most 9 MiB
+/// in size classes and 4 MiB of larger buffers, little of it used here),
+/// tasks and bookkeeping.
 const CONSTANT: usize = 4 * MIB;
 
 /// A node on its own thread: its address, the frames its handler saw
@@ -49,6 +50,8 @@ struct Report {
     peak: usize,
     whole: u64,
     queue_full: u64,
+    /// Allocations above 64 KiB the node's thread made.
+    large_allocations: u64,
 }
 
 /// Most frames the handler reports before the test reads them.
@@ -101,6 +104,7 @@ fn start(config: BusConfig) -> Node {
             let window = Window::start();
             let _ = stop_rx.recv().await;
             let peak = window.peak_growth();
+            let large_allocations = window.large_allocations();
             let queue_full = bus.stats().queue_full;
             bus.shutdown(Duration::from_secs(1)).await;
             report_tx
@@ -108,6 +112,7 @@ fn start(config: BusConfig) -> Node {
                     peak,
                     whole: frames.get(),
                     queue_full,
+                    large_allocations,
                 })
                 .expect("report");
         });
@@ -280,5 +285,39 @@ async fn two_hundred_half_sent_frames_hold_at_most_the_inbound_budget() {
     assert!(
         peak <= bound,
         "partial frames held {peak} bytes; the budget is {budget}"
+    );
+}
+
+/// A client echoes 100 frames of 1 MiB, two in flight. Frames larger than
+/// the pooled size classes come from the thread's large-buffer cache once
+/// it is warm, so the node allocates a handful of them, not one per frame
+/// (before the cache, each frame landed on fresh pages: 100 allocations).
+#[compio::test]
+async fn echoing_large_frames_reuses_their_buffers() {
+    const FRAMES: u64 = 100;
+    let node = start(config());
+    let mut client = TcpClient::connect(node.addr).await;
+    let mut next = 1;
+    let mut received = 0;
+    while received < FRAMES {
+        while next <= FRAMES && next - received <= 2 {
+            client.send(&frame(ECHO, next, MIB)).await;
+            next += 1;
+        }
+        let reply = client.recv_frame().await;
+        received += 1;
+        assert_eq!(reply.header().command_raw(), ECHO_REPLY);
+        assert_eq!(reply.header().request(), received, "in order, none lost");
+        assert_eq!(reply.len(), MIB);
+    }
+    drop(client);
+    let Report {
+        large_allocations, ..
+    } = node.finish().await;
+    println!("node allocated {large_allocations} buffers above 64 KiB for {FRAMES} frames");
+    assert!(
+        large_allocations <= 8,
+        "{large_allocations} large allocations for {FRAMES} frames of 1 MiB: \
+         their buffers are not reused"
     );
 }

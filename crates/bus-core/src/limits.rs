@@ -111,11 +111,21 @@ pub const SHUTDOWN_SETTLE: Duration = Duration::from_millis(500);
 /// Capacity of the smallest pooled buffer class: one bare header.
 pub const FRAME_POOL_SMALLEST_BYTES: usize = HEADER_SIZE;
 /// Number of pooled size classes, each twice the previous:
-/// 256 B, 512 B, … 64 KiB. Larger buffers are allocated exactly.
+/// 256 B, 512 B, … 64 KiB. Larger buffers are sized to the page
+/// ([`FRAME_POOL_LARGE_GRANULE_BYTES`]) and kept in a small cache instead.
 pub const FRAME_POOL_CLASSES: usize = 9;
 /// Most bytes of free buffers one thread keeps per size class (so at most
 /// `FRAME_POOL_CLASSES` MiB per thread in all).
 pub const FRAME_POOL_BYTES_PER_CLASS: usize = 1 << 20;
+/// Most bytes of free buffers larger than the largest class one thread
+/// keeps for reuse. Without them, every frame above 64 KiB came from fresh
+/// pages, and faulting those in cost more than a TLS echo's copies.
+pub const FRAME_POOL_LARGE_BYTES: usize = 4 << 20;
+/// Most free buffers larger than the largest class one thread keeps.
+pub const FRAME_POOL_LARGE_SLOTS: usize = 8;
+/// Buffers larger than the largest class are sized to a multiple of this
+/// (a page), so frames of nearly equal sizes share them.
+pub const FRAME_POOL_LARGE_GRANULE_BYTES: usize = 4 << 10;
 
 // ---------------------------------------------------------------- ports
 
@@ -285,6 +295,11 @@ const _: () =
     assert!(DEFAULT_READ_BUFFER_BYTES <= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
 const _: () =
     assert!(FRAME_POOL_BYTES_PER_CLASS >= FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1));
+const _: () = assert!(
+    FRAME_POOL_LARGE_BYTES > FRAME_POOL_SMALLEST_BYTES << (FRAME_POOL_CLASSES - 1)
+        && FRAME_POOL_LARGE_GRANULE_BYTES.is_power_of_two()
+        && FRAME_POOL_LARGE_GRANULE_BYTES.is_multiple_of(FRAME_ALIGN)
+);
 const _: () = assert!(TLS_MIN_BUFFER_BYTES <= TLS_DEFAULT_BUFFER_BYTES);
 const _: () = assert!(TLS_MAX_IOV <= IOV_MAX);
 const _: () =
