@@ -209,6 +209,16 @@ pub const QUIC_MAX_INITIAL_MTU: u16 = 65_527;
 /// down to 1200 only if quinn's black-hole detection fires; at 1200 a
 /// 32-frame burst of 256-byte Echo replies took 8 packets instead of 6.
 pub const QUIC_DEFAULT_INITIAL_MTU: u16 = 1452;
+/// Ack-eliciting packets a QUIC peer may receive from us before it must
+/// acknowledge them, asked of it with the ACK frequency extension
+/// (draft-ietf-quic-ack-frequency; quinn peers support it, others ignore
+/// the request). quinn's own default, 1, has the peer acknowledge every
+/// other packet: an Echo client then answered each 6-packet burst of
+/// replies with ACK-only packets of its own, each one a receive, a
+/// decryption and an ACK to process on the server. The peer still
+/// acknowledges within its `max_ack_delay`, on reordering, and in every
+/// packet it sends anyway.
+pub const QUIC_ACK_ELICITING_THRESHOLD: u32 = 10;
 /// Allowed QUIC flow-control windows.
 pub const QUIC_WINDOW_RANGE: RangeInclusive<u64> = 1024..=(1 << 30);
 /// Allowed kernel UDP buffer sizes.
