@@ -211,6 +211,24 @@ pub const QUIC_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const QUIC_MIN_INITIAL_MTU: u16 = 1200;
 /// Largest initial MTU (a UDP datagram's payload).
 pub const QUIC_MAX_INITIAL_MTU: u16 = 65_527;
+/// Default QUIC initial MTU: the largest UDP payload a 1500-byte Ethernet
+/// path carries under IPv6 (1500 - 40 - 8), quinn's own discovery ceiling.
+/// compio-quic 0.8 never runs path MTU discovery on Linux (its socket
+/// setup reports "may fragment" exactly when it managed to forbid
+/// fragmentation), so this is the packet size of a connection's whole life,
+/// down to 1200 only if quinn's black-hole detection fires; at 1200 a
+/// 32-frame burst of 256-byte Echo replies took 8 packets instead of 6.
+pub const QUIC_DEFAULT_INITIAL_MTU: u16 = 1452;
+/// Ack-eliciting packets a QUIC peer may receive from us before it must
+/// acknowledge them, asked of it with the ACK frequency extension
+/// (draft-ietf-quic-ack-frequency; quinn peers support it, others ignore
+/// the request). quinn's own default, 1, has the peer acknowledge every
+/// other packet: an Echo client then answered each 6-packet burst of
+/// replies with ACK-only packets of its own, each one a receive, a
+/// decryption and an ACK to process on the server. The peer still
+/// acknowledges within its `max_ack_delay`, on reordering, and in every
+/// packet it sends anyway.
+pub const QUIC_ACK_ELICITING_THRESHOLD: u32 = 10;
 /// Allowed QUIC flow-control windows.
 pub const QUIC_WINDOW_RANGE: RangeInclusive<u64> = 1024..=(1 << 30);
 /// Allowed kernel UDP buffer sizes.
@@ -314,6 +332,10 @@ const _: () = assert!(WS_DEFAULT_MAX_FRAME_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BY
 const _: () =
     assert!(QUIC_DEFAULT_KEEP_ALIVE.as_nanos() < QUIC_DEFAULT_MAX_IDLE_TIMEOUT.as_nanos());
 const _: () = assert!(QUIC_MIN_INITIAL_MTU <= QUIC_MAX_INITIAL_MTU);
+const _: () = assert!(
+    QUIC_MIN_INITIAL_MTU <= QUIC_DEFAULT_INITIAL_MTU
+        && QUIC_DEFAULT_INITIAL_MTU <= QUIC_MAX_INITIAL_MTU
+);
 const _: () = assert!(QUIC_DEFAULT_MAX_HANDSHAKES <= QUIC_DEFAULT_MAX_CONNECTIONS);
 const _: () = assert!(QUIC_RETRY_THRESHOLD_DIVISOR >= 1);
 const _: () = assert!(QUIC_COALESCE_MAX_FRAME_BYTES <= QUIC_SEND_CHUNK_BYTES);

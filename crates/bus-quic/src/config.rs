@@ -41,7 +41,11 @@ pub struct QuicTuning {
     pub connection_receive_window: u64,
     /// Most unacknowledged bytes in flight per connection.
     pub send_window: u64,
-    /// First path MTU to try (bytes); path MTU discovery raises it.
+    /// Size of the UDP payload of every packet (bytes). compio-quic 0.8
+    /// runs no path MTU discovery on Linux, so this stays the packet size
+    /// (see [`QUIC_DEFAULT_INITIAL_MTU`](limits::QUIC_DEFAULT_INITIAL_MTU));
+    /// quinn falls back to 1200 if packets of this size are lost as a
+    /// black hole. Never above the peer's `max_udp_payload_size`.
     pub initial_mtu: u16,
     /// Kernel send buffer of the UDP socket (bytes).
     pub udp_send_buffer: usize,
@@ -61,7 +65,7 @@ impl Default for QuicTuning {
             stream_receive_window: limits::QUIC_DEFAULT_STREAM_RECEIVE_WINDOW,
             connection_receive_window: limits::QUIC_DEFAULT_CONNECTION_RECEIVE_WINDOW,
             send_window: limits::QUIC_DEFAULT_SEND_WINDOW,
-            initial_mtu: MIN_INITIAL_MTU,
+            initial_mtu: limits::QUIC_DEFAULT_INITIAL_MTU,
             udp_send_buffer: limits::QUIC_DEFAULT_UDP_BUFFER_BYTES,
             udp_receive_buffer: limits::QUIC_DEFAULT_UDP_BUFFER_BYTES,
             close_ack_timeout: limits::QUIC_DEFAULT_CLOSE_ACK_TIMEOUT,

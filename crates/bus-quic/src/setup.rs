@@ -2,8 +2,10 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use bus_core::limits::QUIC_ACK_ELICITING_THRESHOLD;
+
 use compio_quic::{
-    ClientConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt,
+    AckFrequencyConfig, ClientConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt,
     crypto::rustls::{QuicClientConfig, QuicServerConfig},
 };
 
@@ -54,6 +56,10 @@ pub(crate) fn transport_config(
         .max_concurrent_bidi_streams(VarInt::from_u32(peer_bidi_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .datagram_receive_buffer_size(None);
+    // Ask the peer to acknowledge less often (see the constant's docs).
+    let mut ack_frequency = AckFrequencyConfig::default();
+    ack_frequency.ack_eliciting_threshold(VarInt::from_u32(QUIC_ACK_ELICITING_THRESHOLD));
+    transport.ack_frequency_config(Some(ack_frequency));
     Ok(transport)
 }
 
