@@ -78,6 +78,7 @@ mod error;
 mod handshake;
 mod io;
 mod listener;
+mod shared;
 mod stream;
 mod upgrade;
 
