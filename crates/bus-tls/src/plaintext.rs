@@ -101,7 +101,9 @@ impl ServerTls {
         stream: TcpStream,
         buffer_bytes: usize,
     ) -> io::Result<TlsHalves> {
-        Ok(TlsHalves::new(self.accept_records(stream, buffer_bytes).await?))
+        Ok(TlsHalves::new(
+            self.accept_records(stream, buffer_bytes).await?,
+        ))
     }
 }
 

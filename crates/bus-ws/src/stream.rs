@@ -59,7 +59,6 @@ use bus_core::{
         Connection, ConnectionInfo, FrameReader, FrameWriter, ReadSettings, TransportKind,
     },
 };
-use bus_tcp::TcpSource;
 use compio::{BufResult, net::TcpStream};
 
 use crate::{
@@ -133,7 +132,7 @@ impl Security {
             Self::Plain => {
                 let (read, write) = stream.into_split();
                 let sink = Sink::plain(write, limits.write_buffer_bytes);
-                Ok((Source::Plain(TcpSource::new(read)), sink, None))
+                Ok((Source::plain(read), sink, None))
             }
             #[cfg(feature = "wss")]
             Self::ServerTls(tls) => {
@@ -234,7 +233,10 @@ impl Connection for WsConnection {
         let limits = self.limits;
         let (mut source, mut sink, identity) = self.security.secure(self.stream, &limits).await?;
         let (early, client) = match &self.side {
-            Side::Server(policy) => (handshake::accept(&mut source, &mut sink, policy).await, false),
+            Side::Server(policy) => (
+                handshake::accept(&mut source, &mut sink, policy).await,
+                false,
+            ),
             Side::Client(request) => (
                 handshake::connect(&mut source, &mut sink, request).await,
                 true,
@@ -260,6 +262,7 @@ impl Connection for WsConnection {
             message: None,
             control: [0; WS_MAX_CONTROL_PAYLOAD_BYTES],
             decode_pending: false,
+            inflight: None,
             state: ReadState::Open,
         };
         let chunk = limits.write_buffer_bytes.max(1);
@@ -319,21 +322,14 @@ impl Wire {
         self.at = 0;
     }
 
-    /// Reads until at least `need` bytes (at most the capacity) are
-    /// pending; `false` if the stream ended first. Moves the pending bytes
-    /// to the front only when `need` would not fit behind them.
-    async fn fill(&mut self, source: &mut Source, need: usize) -> io::Result<bool> {
+    /// Moves the pending bytes to the front when `need` bytes would not
+    /// fit behind them.
+    fn make_room(&mut self, need: usize) {
         debug_assert!(need <= self.capacity());
-        while self.available() < need {
-            if self.at + need > self.buf.capacity() {
-                self.buf.consume(self.at.min(self.buf.len()));
-                self.at = 0;
-            }
-            if source.read_into(&mut self.buf).await? == 0 {
-                return Ok(false);
-            }
+        if self.at + need > self.buf.capacity() {
+            self.buf.consume(self.at.min(self.buf.len()));
+            self.at = 0;
         }
-        Ok(true)
     }
 }
 
@@ -415,7 +411,20 @@ pub struct WsReader {
     /// A wait for inbound budget was cancelled: the decoder must be asked
     /// again before more bytes are fed to it.
     decode_pending: bool,
+    /// A plain socket read whose caller was dropped, still in flight with
+    /// the buffer it reads into.
+    inflight: Option<Target>,
     state: ReadState,
+}
+
+/// The buffer a read appends to.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The read buffer.
+    Wire,
+    /// The decoder's read space (a large message's own storage), which held
+    /// `before` bytes when the read began.
+    Space { before: usize },
 }
 
 /// The `size` field of a masked payload that starts with a frame header.
@@ -478,18 +487,78 @@ impl WsReader {
         Error::Io(io::Error::new(io::ErrorKind::InvalidData, why))
     }
 
+    /// One read into `target`. Cancel safe: a plain read dropped in flight
+    /// is remembered in `inflight` (its buffer inside the pump) and
+    /// collected by [`WsReader::settle`] before anything else.
+    async fn read_to(&mut self, target: Target) -> io::Result<usize> {
+        let Self {
+            source,
+            wire,
+            decoder,
+            inflight,
+            ..
+        } = self;
+        match source {
+            #[cfg(feature = "wss")]
+            Source::Tls(tls) => {
+                use bus_core::transport::ByteSource as _;
+                let buf = match target {
+                    Target::Wire => &mut wire.buf,
+                    Target::Space { .. } => decoder.read_space(),
+                };
+                tls.read_into(buf).await
+            }
+            Source::Plain(pump) => {
+                if inflight.is_none() {
+                    pump.ask(match target {
+                        Target::Wire => &mut wire.buf,
+                        Target::Space { .. } => decoder.read_space(),
+                    });
+                    *inflight = Some(target);
+                }
+                let (res, owned) = pump.done().await;
+                let buf = match inflight.take().expect("a read in flight") {
+                    Target::Wire => &mut wire.buf,
+                    Target::Space { .. } => decoder.read_space(),
+                };
+                pump.give_back(std::mem::replace(buf, owned));
+                res
+            }
+        }
+    }
+
+    /// Collects a read a dropped call left in flight, and takes in what it
+    /// read into a large message's storage.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let Some(target) = self.inflight else {
+            return Ok(());
+        };
+        let got = self.read_to(target).await?;
+        if let Target::Space { before } = target {
+            if got == 0 {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.absorb(before)?;
+            self.decode().await?;
+        }
+        Ok(())
+    }
+
     /// Reads until `need` bytes are pending in the read buffer; the end of
     /// the stream is [`Error::Closed`] between messages, an error inside one.
     async fn fill(&mut self, need: usize) -> Result<(), Error> {
-        if self.wire.fill(&mut self.source, need).await? {
-            return Ok(());
+        while self.wire.available() < need {
+            self.wire.make_room(need);
+            if self.read_to(Target::Wire).await? == 0 {
+                let between = self.wire.available() == 0 && self.message.is_none();
+                return Err(if between && self.current.is_none() {
+                    Error::Closed
+                } else {
+                    Error::Io(io::ErrorKind::UnexpectedEof.into())
+                });
+            }
         }
-        let between = self.wire.available() == 0 && self.message.is_none();
-        Err(if between && self.current.is_none() {
-            Error::Closed
-        } else {
-            Error::Io(io::ErrorKind::UnexpectedEof.into())
-        })
+        Ok(())
     }
 
     /// Reads and checks the next frame header.
@@ -556,6 +625,16 @@ impl WsReader {
     async fn read_whole(&mut self, current: Current) -> Result<Frame, Error> {
         #[allow(clippy::cast_possible_truncation, reason = "at most the capacity")]
         let len = current.head.len as usize;
+        // Refused as soon as the frame's `size` shows the message too long,
+        // without waiting for the rest.
+        #[allow(clippy::cast_possible_truncation, reason = "52")]
+        let early = len.min(SIZE_OFFSET as usize + 4);
+        self.fill(early).await?;
+        let size = masked_size(&self.wire.pending()[..early], current.head.mask);
+        if let Some(size) = size.filter(|size| len as u64 > u64::from(*size)) {
+            let len = len as u64;
+            return Err(self.violation(FrameError::MessageLength { len, size }));
+        }
         self.fill(len).await?;
         let got = whole_message(self.limits, &self.wire.pending()[..len], current.head.mask);
         self.wire.consume(len);
@@ -608,17 +687,9 @@ impl WsReader {
 
     /// Reads part of a data frame's payload into the decoder (straight into
     /// its space when that space is the exact rest of the payload, as for a
-    /// large frame's own storage) and unmasks it there in place, then lets
-    /// the decoder decode.
-    async fn read_payload(&mut self, mut current: Current) -> Result<(), Error> {
-        let Self {
-            source,
-            decoder,
-            wire,
-            message,
-            ..
-        } = self;
-        let Some(message) = message else {
+    /// large message's own storage), then lets the decoder decode.
+    async fn read_payload(&mut self, current: Current) -> Result<(), Error> {
+        let Some(message) = &self.message else {
             return Err(self.broken(Broken::Sequence));
         };
         let wanted = match message.size() {
@@ -626,28 +697,40 @@ impl WsReader {
             None => HEADER_SIZE as u64 - message.received,
         };
         let left = current.head.len - current.done;
-        let space = decoder.read_space();
+        let (received, size_seen) = (message.received, message.size_seen());
+        let space = self.decoder.read_space();
         #[allow(clippy::cast_possible_truncation, reason = "bounded by the spare room")]
         let n = wanted.min(left).min(space.spare() as u64) as usize;
         if n == 0 {
             // The frame is complete and the message goes on.
-            let (len, size) = (message.received + left, message.size_seen());
+            let (len, size) = (received + left, size_seen);
             return Err(self.violation(FrameError::MessageLength { len, size }));
         }
         let before = space.len();
-        if wire.available() == 0 && n == space.spare() && n >= wire.capacity() / 2 {
+        let direct = n == space.spare() && n >= self.wire.capacity() / 2;
+        if direct && self.wire.available() == 0 {
             // No copy: the read fills exactly what the payload still owes.
-            if source.read_into(space).await? == 0 {
+            if self.read_to(Target::Space { before }).await? == 0 {
                 return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
             }
         } else {
-            if !wire.fill(source, 1).await? {
-                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            let take = n.min(wire.available());
-            space.extend_from_slice(&wire.pending()[..take]);
-            wire.consume(take);
+            self.fill(1).await?;
+            let take = n.min(self.wire.available());
+            let bytes = &self.wire.pending()[..take];
+            self.decoder.read_space().extend_from_slice(bytes);
+            self.wire.consume(take);
         }
+        self.absorb(before)?;
+        self.decode().await
+    }
+
+    /// Unmasks the payload bytes that arrived in the decoder's space past
+    /// `before`, in place, and checks what they tell about the message.
+    fn absorb(&mut self, before: usize) -> Result<(), Error> {
+        let (Some(mut current), Some(message)) = (self.current, &mut self.message) else {
+            return Err(self.broken(Broken::Sequence));
+        };
+        let space = self.decoder.read_space();
         let got = &mut space.as_mut_slice()[before..];
         if let Some(key) = current.head.mask {
             codec::apply_mask(got, key, current.done);
@@ -663,7 +746,7 @@ impl WsReader {
                 return Err(self.violation(FrameError::MessageLength { len, size }));
             }
         }
-        self.decode().await
+        Ok(())
     }
 
     /// Runs the decoder until it needs bytes (waiting for budget if it
@@ -728,6 +811,7 @@ impl FrameReader for WsReader {
             if self.state != ReadState::Open {
                 return Err(Error::Closed);
             }
+            self.settle().await?;
             let Some(current) = self.current else {
                 self.read_head().await?;
                 continue;
@@ -767,6 +851,10 @@ impl FrameReader for WsReader {
             ReadState::Closed => return Ok(0),
             ReadState::Failed => {}
         }
+        if let Some(target) = self.inflight {
+            // Collected and dropped: nothing is parsed any more.
+            self.read_to(target).await?;
+        }
         // A large message's storage goes back now.
         self.decoder.discard_space();
         let pending = self.wire.available();
@@ -774,7 +862,7 @@ impl FrameReader for WsReader {
         if pending > 0 {
             return Ok(pending);
         }
-        let n = self.source.read_into(&mut self.wire.buf).await?;
+        let n = self.read_to(Target::Wire).await?;
         self.wire.clear();
         Ok(n)
     }
