@@ -191,9 +191,9 @@ pub(crate) fn apply_mask(data: &mut [u8], key: [u8; 4], offset: u64) {
     }
 }
 
-/// Copies `src` into `dst` (of the same length), XORed with `key` when
-/// there is one: unmasking (or masking) in the same pass as the copy.
-/// `offset` is the position of `src[0]` in the frame's payload.
+/// Copies `src` into `dst` (of the same length) and XORs the copy with
+/// `key` when there is one: unmasking (or masking) in the same pass as the
+/// copy. `offset` is the position of `src[0]` in the frame's payload.
 pub(crate) fn copy_masked(dst: &mut [u8], src: &[u8], key: Option<[u8; 4]>, offset: u64) {
     debug_assert_eq!(dst.len(), src.len());
     let Some(mut key) = key else {

@@ -879,20 +879,20 @@ pub struct WsWriter {
 
 impl WsWriter {
     /// Writes one frame as one binary message.
-    async fn write_message(&mut self, held: &mut Held<'_>, frame: &Frame) -> io::Result<()> {
+    async fn write_message(&mut self, sink: &mut Held<'_>, frame: &Frame) -> io::Result<()> {
         let bytes = frame.as_bytes();
         let key = self.shared.next_key();
         let mut head = [0; MAX_HEADER_BYTES];
         let n = codec::encode_header(&mut head, OP_BINARY, bytes.len(), key);
         let Some(key) = key else {
-            return held.write_frame(&head[..n], frame).await;
+            return sink.write_frame(&head[..n], frame).await;
         };
-        held.write(&head[..n]).await?;
+        sink.write(&head[..n]).await?;
         let mut offset = 0u64;
         for piece in bytes.chunks(self.scratch.len()) {
             let scratch = &mut self.scratch[..piece.len()];
             codec::copy_masked(scratch, piece, Some(key), offset);
-            held.write(scratch).await?;
+            sink.write(scratch).await?;
             offset += piece.len() as u64;
         }
         Ok(())
