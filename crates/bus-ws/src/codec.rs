@@ -196,23 +196,23 @@ pub(crate) fn apply_mask(data: &mut [u8], key: [u8; 4], offset: u64) {
 /// copy. `offset` is the position of `src[0]` in the frame's payload.
 pub(crate) fn copy_masked(dst: &mut [u8], src: &[u8], key: Option<[u8; 4]>, offset: u64) {
     debug_assert_eq!(dst.len(), src.len());
-    let Some(mut key) = key else {
+    let Some(key) = key else {
         dst.copy_from_slice(src);
         return;
     };
+    // The key in phase with `offset`, as a little-endian word: byte `i` of
+    // `phased` is `key[(i + offset) % 4]`.
     #[allow(clippy::cast_possible_truncation, reason = "reduced modulo 4")]
-    key.rotate_left((offset % 4) as usize);
-    let wide = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let phased = u32::from_le_bytes(key).rotate_right(8 * (offset % 4) as u32);
+    let wide = u64::from(phased) | (u64::from(phased) << 32);
     let mut to = dst.chunks_exact_mut(8);
     let mut from = src.chunks_exact(8);
     for (out, word) in (&mut to).zip(&mut from) {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(word);
-        out.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ wide).to_ne_bytes());
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        out.copy_from_slice(&(word ^ wide).to_le_bytes());
     }
     // The remainders start at a multiple of 8, so the key is in phase.
+    let key = phased.to_le_bytes();
     let tail = to.into_remainder().iter_mut().zip(from.remainder());
     for ((out, byte), k) in tail.zip(key.iter().cycle()) {
         *out = byte ^ k;

@@ -546,6 +546,7 @@ impl WsReader {
 
     /// Reads until `need` bytes are pending in the read buffer; the end of
     /// the stream is [`Error::Closed`] between messages, an error inside one.
+    #[inline]
     async fn fill(&mut self, need: usize) -> Result<(), Error> {
         while self.wire.available() < need {
             self.wire.make_room(need);
@@ -619,6 +620,33 @@ impl WsReader {
             && current.done == 0
             && self.message.as_ref().is_some_and(|m| m.received == 0)
             && current.head.len <= self.wire.capacity() as u64
+    }
+
+    /// The one-copy path without an await, for the common case: the next
+    /// frame is a whole binary message (FIN set) and every byte of it is in
+    /// the read buffer already. `None` sends anything else down the
+    /// general path, which applies the same rules (and reports the same
+    /// errors) step by step.
+    fn try_whole(&mut self) -> Option<Result<Frame, Error>> {
+        if self.current.is_some() || self.message.is_some() || self.inflight.is_some() {
+            return None;
+        }
+        let pending = self.wire.pending();
+        // FIN, no reserved bit, binary.
+        if pending.len() < 2 || pending[0] != 0x80 | OP_BINARY {
+            return None;
+        }
+        let need = codec::header_len(pending[1]);
+        let head = codec::parse_header(pending.get(..need)?, self.masked).ok()?;
+        let limit = u64::from(self.max_message.min(self.max_frame));
+        if head.len > limit || head.len > (pending.len() - need) as u64 {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "at most what is buffered")]
+        let len = head.len as usize;
+        let got = whole_message(self.limits, &pending[need..need + len], head.mask);
+        self.wire.consume(need + len);
+        Some(got.map_err(|err| self.violation(err)))
     }
 
     /// Receives a whole message that fits the read buffer.
@@ -810,6 +838,9 @@ impl FrameReader for WsReader {
         loop {
             if self.state != ReadState::Open {
                 return Err(Error::Closed);
+            }
+            if let Some(whole) = self.try_whole() {
+                return whole;
             }
             self.settle().await?;
             let Some(current) = self.current else {
