@@ -127,6 +127,7 @@ impl Security {
         self,
         stream: TcpStream,
         limits: &WsLimits,
+        tls_buffer_bytes: usize,
     ) -> Result<(Source, Sink, Option<String>), Error> {
         match self {
             Self::Plain => {
@@ -137,7 +138,7 @@ impl Security {
             #[cfg(feature = "wss")]
             Self::ServerTls(tls) => {
                 let halves = tls
-                    .accept_halves(stream, limits.read_buffer_bytes)
+                    .accept_halves(stream, tls_buffer_bytes)
                     .await
                     .map_err(|e| Error::handshake(TransportKind::Wss, e))?;
                 Ok(Self::tls_halves(halves))
@@ -216,11 +217,11 @@ impl Connection for WsConnection {
         self.peer
     }
 
-    /// Runs the TLS handshake (WSS), then the HTTP upgrade.
-    /// `read_buffer_bytes` (the bus's stream read buffer) is not used:
-    /// WebSocket buffers come from [`WsLimits`](crate::WsLimits). The
-    /// inbound budget of `reading` bounds messages larger than the read
-    /// buffer, as on TCP.
+    /// Runs the TLS handshake (WSS), then the HTTP upgrade. WebSocket
+    /// buffers come from [`WsLimits`](crate::WsLimits); `read_buffer_bytes`
+    /// (the bus's stream read buffer) sizes only a WSS server's TLS receive
+    /// and send buffers, as it does for a TLS connection. The inbound budget
+    /// of `reading` bounds messages larger than the read buffer, as on TCP.
     ///
     /// # Cancel safety
     /// See [`Connection::establish`]: dropping it abandons the handshake and
@@ -231,7 +232,10 @@ impl Connection for WsConnection {
     ) -> Result<(WsReader, WsWriter, ConnectionInfo), Error> {
         let kind = self.security.kind();
         let limits = self.limits;
-        let (mut source, mut sink, identity) = self.security.secure(self.stream, &limits).await?;
+        let secured = self
+            .security
+            .secure(self.stream, &limits, reading.read_buffer_bytes);
+        let (mut source, mut sink, identity) = secured.await?;
         let (early, client) = match &self.side {
             Side::Server(policy) => (
                 handshake::accept(&mut source, &mut sink, policy).await,
