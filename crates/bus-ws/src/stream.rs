@@ -129,6 +129,8 @@ impl Security {
         limits: &WsLimits,
         tls_buffer_bytes: usize,
     ) -> Result<(Source, Sink, Option<String>), Error> {
+        #[cfg(not(feature = "wss"))]
+        let _ = tls_buffer_bytes;
         match self {
             Self::Plain => {
                 let (read, write) = stream.into_split();
