@@ -3,8 +3,9 @@
 //! applies to every message), against the reference model of spec §1 and
 //! §7. The close-code mapping is checked for every refusal.
 //!
-//! bus-ws's reader drives tungstenite over a socket and has no pure entry;
-//! its message check lives in bus-core and is what this target reaches.
+//! bus-ws's reader runs over a socket and has no pure entry; the rules it
+//! applies to a whole message are bus-core's `DecodeLimits::check_received`,
+//! which `check_message` calls after its copy, so this target reaches them.
 #![no_main]
 
 use bus_core::{DecodeLimits, FrameError};

@@ -9,7 +9,11 @@
 //! the node reads 64 KiB at a time and writes up to `max_batch_frames`
 //! replies per `writev`.
 //!
-//! One test in this binary: the counter is process-wide state.
+//! The same holds over WebSocket (`bus-ws` on compio's owned buffers): the
+//! reader parses and unmasks from its read buffer into a pooled frame, the
+//! writer packs replies with their headers into one pooled write buffer.
+//!
+//! The counter is process-wide state: the tests take turns (`SERIAL`).
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -27,12 +31,15 @@ use bus_core::{
 };
 use bus_tcp::{TcpListener, TcpListenerConfig, TcpSource};
 use bus_tests::within;
+use bus_ws::{WsListener, WsListenerConfig};
 use compio::{BufResult, io::AsyncWriteExt, net::TcpStream};
 
 /// Counts allocations made on threads that opted in.
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// One counting test at a time (under `cargo test` they share a process).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
@@ -120,8 +127,28 @@ async fn echo_round(
     }
 }
 
-#[compio::test]
-async fn echoing_10000_frames_allocates_per_socket_operation_not_per_frame() {
+/// Runs `test` on a compio runtime of the test's thread, one counting test
+/// at a time.
+fn in_turn(test: impl std::future::Future<Output = ()>) {
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    compio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(test);
+}
+
+#[test]
+fn echoing_10000_frames_allocates_per_socket_operation_not_per_frame() {
+    in_turn(tcp_echo());
+}
+
+#[test]
+fn echoing_10000_frames_over_websocket_allocates_per_socket_operation_not_per_frame() {
+    in_turn(ws_echo());
+}
+
+async fn tcp_echo() {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let node = std::thread::spawn(move || {
@@ -175,5 +202,89 @@ async fn echoing_10000_frames_allocates_per_socket_operation_not_per_frame() {
         allocations <= 4 * bursts,
         "{allocations} allocations for {FRAMES} frames in {bursts} bursts: \
          something on the hot path allocates per frame"
+    );
+}
+
+/// Sends `count` requests starting at `first` over WebSocket in bursts of
+/// `WINDOW` (one batch each) and checks every reply before the next burst.
+async fn ws_echo_round(
+    reader: &mut bus_ws::WsReader,
+    writer: &mut bus_ws::WsWriter,
+    first: u64,
+    count: u64,
+) {
+    use bus_core::transport::FrameWriter as _;
+    let end = first + count;
+    let mut next = first;
+    while next < end {
+        let burst: Vec<Frame> = (next..end.min(next + WINDOW)).map(request).collect();
+        let sent = burst.len() as u64;
+        let BufResult(res, _) = within("write", writer.write_batch(burst)).await;
+        res.expect("write");
+        for expected in next..next + sent {
+            let reply = within("reply", reader.read_frame()).await.expect("reply");
+            assert_eq!(reply.header().command_raw(), ECHO_REPLY);
+            assert_eq!(reply.header().request(), expected, "in order, none lost");
+            assert_eq!(reply.body(), &[(expected % 251) as u8; BODY]);
+        }
+        next += sent;
+    }
+}
+
+async fn ws_echo() {
+    use bus_core::{ReadSettings, transport::Connection as _};
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let node = std::thread::spawn(move || {
+        WATCHED.with(|w| w.set(true));
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let mut config = BusConfig::default();
+            config.max_batch_frames = 512;
+            let mut ws = WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
+            // A burst in one read and its replies in one write, as on TCP.
+            ws.limits.read_buffer_bytes = 64 << 10;
+            ws.limits.write_buffer_bytes = 64 << 10;
+            ws.validate(config.max_message_size_bytes).expect("config");
+            let bus = Bus::new(config, echo).expect("bus");
+            let listener = WsListener::bind(&ws).expect("bind");
+            addr_tx
+                .send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            bus.serve(listener).expect("serve");
+            let _ = stop_rx.recv().await;
+            bus.shutdown(Duration::from_secs(1)).await;
+        });
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("node started");
+    let mut dial = bus_ws::WsConnectorConfig::default();
+    dial.limits.read_buffer_bytes = 64 << 10;
+    dial.limits.write_buffer_bytes = 64 << 10;
+    let connection = within("connect", bus_ws::connect(addr, &dial))
+        .await
+        .expect("connect");
+    let settings = ReadSettings::new(bus_tests::client::CLIENT_LIMITS);
+    let (mut reader, mut writer, _) = within("upgrade", connection.establish(settings))
+        .await
+        .expect("upgrade");
+    // Warm up, as over TCP.
+    ws_echo_round(&mut reader, &mut writer, 1, 2_000).await;
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    ws_echo_round(&mut reader, &mut writer, 1_000_000, FRAMES).await;
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+    stop_tx.send(()).await.expect("stop");
+    node.join().expect("node thread");
+    println!("node-thread allocations while echoing {FRAMES} frames over WebSocket: {allocations}");
+    // What is left is per burst, as over TCP: a read or two and one write,
+    // each one small heap cell inside compio.
+    let bursts = FRAMES.div_ceil(WINDOW);
+    assert!(
+        allocations <= 4 * bursts,
+        "{allocations} allocations for {FRAMES} frames in {bursts} bursts: \
+         something on the WebSocket hot path allocates per frame"
     );
 }

@@ -84,6 +84,21 @@ impl DecodeLimits {
         }
         let mut frame = FrameMut::with_capacity(len);
         frame.extend_from_slice(message);
+        self.check_received(frame)
+    }
+
+    /// [`DecodeLimits::check_message`] for a message already received into
+    /// its own frame buffer (a WebSocket reader that unmasks while it
+    /// copies the payload there): the same rules in the same order, without
+    /// a copy.
+    pub fn check_received(&self, frame: FrameMut) -> Result<Frame, FrameError> {
+        let len = frame.len();
+        if len < HEADER_SIZE {
+            return Err(FrameError::MessageLength {
+                len: len as u64,
+                size: size_field(frame.as_bytes()).unwrap_or(0),
+            });
+        }
         self.check_header(frame.header())?;
         let size = frame.header().size();
         if size as usize != len {

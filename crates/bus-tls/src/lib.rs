@@ -30,9 +30,13 @@
 //!   inside itself, each way.
 //! - [`TlsStream`] ([`ServerTls::accept`], [`ClientTls::handshake`],
 //!   [`ClientTls::connect`]) is the buffered futures-rustls session over
-//!   compio's adapter: a `futures-io` byte stream (WSS runs on it) with the
+//!   compio's adapter: a `futures-io` byte stream with the
 //!   keying-material exporter (replica links bind to it; rustls 0.23's
 //!   unbuffered connections have none). [`frame_halves`] splits it.
+//! - [`TlsHalves`] ([`ServerTls::accept_halves`],
+//!   [`ClientTls::handshake_halves`]) is the records driver for a protocol
+//!   layered on TLS (WSS runs on it): a [`TlsSource`] of decrypted bytes and
+//!   a [`TlsSink`] that packs plaintext into records.
 //!
 //! `examples/echo_bench.rs` is a bounded in-process echo for instruction
 //! counts (`valgrind --tool=callgrind`).
@@ -49,6 +53,7 @@ mod client;
 mod error;
 mod identity;
 mod listener;
+mod plaintext;
 mod provider;
 mod records;
 mod server;
@@ -69,6 +74,7 @@ pub use client::{
 pub use error::TlsError;
 pub use identity::identity_of;
 pub use listener::{TlsIncoming, TlsListener};
+pub use plaintext::{TlsHalves, TlsSink};
 pub use provider::{crypto_provider, install_default_provider};
 pub use rustls;
 pub use server::{

@@ -917,6 +917,44 @@ impl Writer {
         self.out.flush(&mut self.stream).await
     }
 
+    /// Plaintext of a protocol layered on TLS (WebSocket over TLS): packed
+    /// with what is staged while it all fits one record's plaintext, the
+    /// rest of a long `data` sealed straight from it in whole records. Goes
+    /// out with the next [`Writer::flush_plain`], earlier only when the send
+    /// buffer fills.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (a write in flight is lost with its buffer).
+    pub(crate) async fn write_plain(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if self.stage.len() + data.len() > TLS_RECORD_PLAINTEXT_BYTES {
+            if !self.stage.is_empty() {
+                // Top the staged record up, so no short record goes out
+                // between two pieces.
+                let take = TLS_RECORD_PLAINTEXT_BYTES - self.stage.len();
+                self.stage.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                self.seal_stage().await?;
+            }
+            let whole = data.len() - data.len() % TLS_RECORD_PLAINTEXT_BYTES;
+            if whole > 0 {
+                self.seal(&data[..whole]).await?;
+                data = &data[whole..];
+            }
+        }
+        self.stage.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Encrypts what [`Writer::write_plain`] staged and writes the send
+    /// buffer.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (a write in flight is lost with its buffer).
+    pub(crate) async fn flush_plain(&mut self) -> io::Result<()> {
+        self.seal_stage().await?;
+        self.out.flush(&mut self.stream).await
+    }
+
     /// Sends `close_notify`, then shuts the TCP write side.
     pub(crate) async fn close(&mut self) -> io::Result<()> {
         self.until_clean().await;

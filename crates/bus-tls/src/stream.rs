@@ -276,11 +276,7 @@ pub(crate) fn established(
     reading: &ReadSettings,
 ) -> (TlsReader, TlsWriter, bus_core::ConnectionInfo) {
     let mut info = bus_core::ConnectionInfo::new(bus_core::TransportKind::Tls, peer);
-    info.identity = session
-        .conn
-        .common()
-        .peer_certificates()
-        .and_then(|certs| identity_of(certs.first()?));
+    info.identity = session_identity(&session);
     let (source, writer) = records::split(session);
     (
         StreamReader::new(
@@ -294,6 +290,25 @@ pub(crate) fn established(
         },
         info,
     )
+}
+
+/// The verified identity of the peer's certificate in a record-driven
+/// session (see [`identity_of`]).
+pub(crate) fn session_identity(session: &records::Session) -> Option<String> {
+    session
+        .conn
+        .common()
+        .peer_certificates()
+        .and_then(|certs| identity_of(certs.first()?))
+}
+
+impl TlsSource {
+    /// The reading half of a record-driven session.
+    pub(crate) fn records(source: records::Source) -> Self {
+        Self {
+            inner: SourceKind::Records(source),
+        }
+    }
 }
 
 /// Polls `f` with the session borrowed for the duration of one poll only.

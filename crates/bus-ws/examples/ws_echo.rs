@@ -6,7 +6,9 @@
 //! the same amount of work every time, so instruction counts compare.
 //! `WS_ECHO_DRIVER=poll` runs both runtimes on compio's polling driver:
 //! valgrind does not see `io_uring` completions, so a callgrind run needs it
-//! (the user-space path above the driver is the same).
+//! (the user-space path above the driver is the same). `WS_ECHO_TLS=1`
+//! (feature `wss`) runs WSS instead, on a self-signed certificate generated
+//! under the temporary directory.
 
 use std::{sync::mpsc, time::Duration};
 
@@ -39,6 +41,45 @@ fn runtime() -> compio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Whether `WS_ECHO_TLS=1` asks for WSS.
+fn tls() -> bool {
+    std::env::var("WS_ECHO_TLS").is_ok_and(|t| t == "1")
+}
+
+/// The self-signed certificate's directory of a WSS run.
+#[cfg(feature = "wss")]
+fn cert_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("bus-ws-echo-tls")
+}
+
+/// The listener: WS, or WSS when asked (and built with `wss`).
+fn listen(ws: &WsListenerConfig) -> WsListener {
+    #[cfg(feature = "wss")]
+    if tls() {
+        let mut config = bus_tls::TlsServerConfig::new(bus_tls::CertificateSource::SelfSigned {
+            dir: cert_dir(),
+        });
+        config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
+        let tls = bus_tls::ServerTls::new(&config).expect("certificate");
+        return WsListener::bind_tls(ws, tls).expect("bind");
+    }
+    assert!(!tls(), "WS_ECHO_TLS=1 needs feature `wss`");
+    WsListener::bind(ws).expect("bind")
+}
+
+/// Dials WS, or WSS when asked.
+async fn dial(addr: std::net::SocketAddr, ws: &WsConnectorConfig) -> bus_ws::WsConnection {
+    #[cfg(feature = "wss")]
+    if tls() {
+        let cert = bus_tls::ensure_self_signed(&cert_dir()).expect("certificate");
+        let mut config = bus_tls::TlsClientConfig::new(cert.cert, "localhost");
+        config.alpn = vec![bus_tls::ALPN_HTTP1.to_vec()];
+        let tls = bus_tls::ClientTls::new(&config).expect("client TLS");
+        return bus_ws::connect_tls(addr, ws, &tls).await.expect("dial");
+    }
+    bus_ws::connect(addr, ws).await.expect("dial")
+}
+
 fn main() {
     let (size, rounds, depth) = (arg(1, 256).max(256), arg(2, 2000), arg(3, 16));
     let max = u32::try_from(size.max(1 << 20) * 2).expect("fits");
@@ -59,7 +100,7 @@ fn main() {
             let mut ws = WsListenerConfig::new("127.0.0.1:0".parse().expect("addr"));
             ws.limits.max_frame_size_bytes = max;
             let bus = Bus::new(config, echo).expect("bus");
-            let listener = WsListener::bind(&ws).expect("bind");
+            let listener = listen(&ws);
             addr_tx
                 .send(listener.local_addr().expect("addr"))
                 .expect("addr");
@@ -72,7 +113,7 @@ fn main() {
     runtime().block_on(async move {
         let mut ws = WsConnectorConfig::default();
         ws.limits.max_frame_size_bytes = max;
-        let connection = bus_ws::connect(addr, &ws).await.expect("dial");
+        let connection = dial(addr, &ws).await;
         let limits = DecodeLimits {
             max_message_size_bytes: max,
             require_sealed: false,

@@ -2,8 +2,9 @@
 //! close payloads checked, and the mask keys of the client side.
 //!
 //! Nothing here reads or writes a socket or holds a message: the reader and
-//! writer of `stream.rs` drive it. Payload bytes are never copied here;
-//! [`apply_mask`] works in place on the buffer they were read into.
+//! writer of `stream.rs` drive it. [`apply_mask`] works in place on the
+//! buffer bytes were read into; [`copy_masked`] unmasks while it copies, for
+//! the one copy a message's payload takes into its frame.
 
 use bus_core::limits::WS_MAX_CONTROL_PAYLOAD_BYTES;
 
@@ -190,6 +191,34 @@ pub(crate) fn apply_mask(data: &mut [u8], key: [u8; 4], offset: u64) {
     }
 }
 
+/// Copies `src` into `dst` (of the same length) and XORs the copy with
+/// `key` when there is one: unmasking (or masking) in the same pass as the
+/// copy. `offset` is the position of `src[0]` in the frame's payload.
+pub(crate) fn copy_masked(dst: &mut [u8], src: &[u8], key: Option<[u8; 4]>, offset: u64) {
+    debug_assert_eq!(dst.len(), src.len());
+    let Some(key) = key else {
+        dst.copy_from_slice(src);
+        return;
+    };
+    // The key in phase with `offset`, as a little-endian word: byte `i` of
+    // `phased` is `key[(i + offset) % 4]`.
+    #[allow(clippy::cast_possible_truncation, reason = "reduced modulo 4")]
+    let phased = u32::from_le_bytes(key).rotate_right(8 * (offset % 4) as u32);
+    let wide = u64::from(phased) | (u64::from(phased) << 32);
+    let mut to = dst.chunks_exact_mut(8);
+    let mut from = src.chunks_exact(8);
+    for (out, word) in (&mut to).zip(&mut from) {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        out.copy_from_slice(&(word ^ wide).to_le_bytes());
+    }
+    // The remainders start at a multiple of 8, so the key is in phase.
+    let key = phased.to_le_bytes();
+    let tail = to.into_remainder().iter_mut().zip(from.remainder());
+    for ((out, byte), k) in tail.zip(key.iter().cycle()) {
+        *out = byte ^ k;
+    }
+}
+
 /// What a received close frame says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseBody {
@@ -329,6 +358,22 @@ mod tests {
         assert_eq!(pieces, whole);
         apply_mask(&mut whole, key, 0);
         assert_eq!(whole, data);
+    }
+
+    #[test]
+    fn copying_masked_equals_masking_a_copy_at_any_offset() {
+        let key = [0x5E, 0x01, 0xF0, 0x9C];
+        let data: Vec<u8> = (0..=255u8).cycle().take(777).collect();
+        for (from, len) in [(0, 777), (1, 7), (3, 16), (5, 300), (770, 7)] {
+            let src = &data[from..from + len];
+            let mut want = src.to_vec();
+            apply_mask(&mut want, key, from as u64);
+            let mut got = vec![0; len];
+            copy_masked(&mut got, src, Some(key), from as u64);
+            assert_eq!(got, want, "from {from}, {len} bytes");
+            copy_masked(&mut got, src, None, 0);
+            assert_eq!(got, src, "no key: a plain copy");
+        }
     }
 
     #[test]

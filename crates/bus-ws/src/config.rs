@@ -31,10 +31,6 @@ pub const DEFAULT_MAX_FRAME_SIZE_BYTES: u32 = limits::WS_DEFAULT_MAX_FRAME_SIZE_
 /// Smallest `max_frame_size_bytes`: one bare bus header (256 bytes, the
 /// smallest `max_message_size`).
 pub const MIN_MAX_FRAME_SIZE_BYTES: u32 = MIN_MAX_MESSAGE_SIZE_BYTES;
-/// Cap on the compat layer's buffers: they grow past their base size only
-/// while a single read or write needs it, and shrink back afterwards.
-const COMPAT_BUFFER_LIMIT_BYTES: usize = MAX_MAX_MESSAGE_SIZE_BYTES as usize;
-
 const _: () = assert!(MIN_MAX_FRAME_SIZE_BYTES <= DEFAULT_MAX_FRAME_SIZE_BYTES);
 const _: () = assert!(DEFAULT_MAX_FRAME_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BYTES);
 
@@ -42,13 +38,18 @@ const _: () = assert!(DEFAULT_MAX_FRAME_SIZE_BYTES <= MAX_MAX_MESSAGE_SIZE_BYTES
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WsLimits {
-    /// Read buffer of each connection: the decoder's buffer (a message up
-    /// to this size is received there, larger ones into their own storage
-    /// from the inbound budget) and the compat layer's socket buffers.
+    /// Read buffer of each connection: socket reads land there (a message
+    /// up to this size is copied once from it into its frame), and the
+    /// decoder's buffer for fragmented messages is this size too; larger
+    /// messages are received into their own storage from the inbound
+    /// budget. WSS: also the TLS receive and send buffers (at least
+    /// `bus_tls::MIN_BUFFER_BYTES`).
     pub read_buffer_bytes: usize,
-    /// Most bytes handed to the stream in one write (a frame is written in
-    /// slices of this size; a client masks through a buffer of this size);
-    /// a batch is always flushed whole at its end.
+    /// The write buffer of each connection: small frames are packed into
+    /// it with their WebSocket headers, and it goes to the socket when full
+    /// and at the end of each batch; a frame larger than half of it is
+    /// written from its own storage. A client masks through a buffer of
+    /// this size. It never grows.
     pub write_buffer_bytes: usize,
     /// Largest accepted WebSocket frame payload. At most the bus's
     /// `max_message_size`; a message may span several frames.
@@ -104,12 +105,6 @@ impl WsLimits {
     /// bus's limit, so a larger message is refused from its first header.
     pub(crate) fn max_frame(&self, max_message_size_bytes: u32) -> u32 {
         self.max_frame_size_bytes.min(max_message_size_bytes)
-    }
-
-    /// Base size and cap of compio's compat buffers (one for each
-    /// direction) under the WebSocket framing.
-    pub(crate) fn compat_buffers(&self) -> (usize, usize) {
-        (self.read_buffer_bytes, COMPAT_BUFFER_LIMIT_BYTES)
     }
 }
 

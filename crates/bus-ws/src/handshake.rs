@@ -1,17 +1,21 @@
 //! The upgrade's I/O: read one HTTP head (bounded), answer or check it.
 //!
-//! Bytes that arrive after the head (a client may send its first frames
-//! without waiting for the `101`, a server may send frames right after it)
-//! are handed to the WebSocket reader as they are, so nothing is lost.
+//! The head is read through the connection's own byte layer (`io.rs`) into
+//! one pooled buffer of `WS_MAX_UPGRADE_HEAD_BYTES`. Bytes that arrive after
+//! the head (a client may send its first frames without waiting for the
+//! `101`, a server may send frames right after it) are handed to the
+//! WebSocket reader first, so nothing is lost.
 
 use std::io;
 
 use async_tungstenite::tungstenite::handshake::client::generate_key;
-use bus_core::limits::{WS_MAX_UPGRADE_HEAD_BYTES, WS_MAX_UPGRADE_HEADERS};
-use futures_util::{AsyncReadExt as _, AsyncWriteExt as _};
+use bus_core::{
+    ByteBuf,
+    limits::{WS_MAX_UPGRADE_HEAD_BYTES, WS_MAX_UPGRADE_HEADERS},
+};
 
 use crate::{
-    io::Io,
+    io::{Sink, Source},
     upgrade::{self, ClientRequest, Refusal, ResponseError, UpgradePolicy},
 };
 
@@ -44,37 +48,36 @@ pub(crate) enum HandshakeError {
     Io(#[from] io::Error),
 }
 
-/// Reads until the end of an HTTP head; returns the buffer and where the
-/// head ends (bytes after it belong to the WebSocket stream).
-async fn read_head(io: &mut Io) -> Result<(Vec<u8>, usize), HandshakeError> {
-    let mut buf = vec![0; WS_MAX_UPGRADE_HEAD_BYTES];
-    let mut filled: usize = 0;
+/// Reads until the end of an HTTP head into `buf` (at most its capacity);
+/// returns where the head ends (bytes after it belong to the WebSocket
+/// stream).
+async fn read_head(source: &mut Source, buf: &mut ByteBuf) -> Result<usize, HandshakeError> {
     // Where the search resumes: the end may straddle two reads.
     let mut from = 0;
     loop {
-        if let Some(at) = buf[from..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(filled);
-            return Ok((buf, from + at + 4));
+        let filled = buf.as_slice();
+        if let Some(at) = filled[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(from + at + 4);
         }
-        if filled == buf.len() {
+        if buf.spare() == 0 {
             return Err(HandshakeError::TooLarge {
                 max: WS_MAX_UPGRADE_HEAD_BYTES,
             });
         }
-        let n = io.read(&mut buf[filled..]).await?;
+        let before = buf.len();
+        let n = source.read_into(buf).await?;
         if n == 0 {
             return Err(HandshakeError::Closed);
         }
-        from = filled.saturating_sub(3);
-        filled += n;
+        from = before.saturating_sub(3);
     }
 }
 
 /// Sends a refusal; the socket closes when the connection is dropped.
-async fn refuse(io: &mut Io, refusal: &Refusal) -> HandshakeError {
+async fn refuse(sink: &mut Sink, refusal: &Refusal) -> HandshakeError {
     let sent = async {
-        io.write_all(refusal.response().as_bytes()).await?;
-        io.flush().await
+        sink.write(refusal.response().as_bytes()).await?;
+        sink.flush().await
     }
     .await;
     match sent {
@@ -87,15 +90,22 @@ async fn refuse(io: &mut Io, refusal: &Refusal) -> HandshakeError {
 
 /// The server side: reads the request, answers `101` or a refusal. Returns
 /// the bytes received after the request.
-pub(crate) async fn accept(io: &mut Io, policy: &UpgradePolicy) -> Result<Vec<u8>, HandshakeError> {
-    let (buf, end) = match read_head(io).await {
-        Ok(head) => head,
-        Err(HandshakeError::TooLarge { .. }) => return Err(refuse(io, &upgrade::too_large()).await),
+pub(crate) async fn accept(
+    source: &mut Source,
+    sink: &mut Sink,
+    policy: &UpgradePolicy,
+) -> Result<ByteBuf, HandshakeError> {
+    let mut buf = ByteBuf::with_capacity(WS_MAX_UPGRADE_HEAD_BYTES);
+    let end = match read_head(source, &mut buf).await {
+        Ok(end) => end,
+        Err(HandshakeError::TooLarge { .. }) => {
+            return Err(refuse(sink, &upgrade::too_large()).await);
+        }
         Err(other) => return Err(other),
     };
     let mut headers = [httparse::EMPTY_HEADER; WS_MAX_UPGRADE_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let checked = match request.parse(&buf[..end]) {
+    let checked = match request.parse(&buf.as_slice()[..end]) {
         Ok(httparse::Status::Complete(_)) => policy.check(&request).map(upgrade::accepted),
         // The head ends in CRLF CRLF, so it is complete or broken.
         Ok(httparse::Status::Partial) => Err(upgrade::unparsable(httparse::Error::Token)),
@@ -103,30 +113,34 @@ pub(crate) async fn accept(io: &mut Io, policy: &UpgradePolicy) -> Result<Vec<u8
     };
     match checked {
         Ok(answer) => {
-            io.write_all(answer.as_bytes()).await?;
-            io.flush().await?;
-            Ok(buf[end..].to_vec())
+            sink.write(answer.as_bytes()).await?;
+            sink.flush().await?;
+            buf.consume(end);
+            Ok(buf)
         }
-        Err(refusal) => Err(refuse(io, &refusal).await),
+        Err(refusal) => Err(refuse(sink, &refusal).await),
     }
 }
 
 /// The client side: sends the request, checks the `101`. Returns the bytes
 /// received after the response.
 pub(crate) async fn connect(
-    io: &mut Io,
+    source: &mut Source,
+    sink: &mut Sink,
     request: &ClientRequest,
-) -> Result<Vec<u8>, HandshakeError> {
+) -> Result<ByteBuf, HandshakeError> {
     let key = generate_key();
-    io.write_all(request.head(&key).as_bytes()).await?;
-    io.flush().await?;
-    let (buf, end) = read_head(io).await?;
+    sink.write(request.head(&key).as_bytes()).await?;
+    sink.flush().await?;
+    let mut buf = ByteBuf::with_capacity(WS_MAX_UPGRADE_HEAD_BYTES);
+    let end = read_head(source, &mut buf).await?;
     let mut headers = [httparse::EMPTY_HEADER; WS_MAX_UPGRADE_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    match response.parse(&buf[..end]) {
+    match response.parse(&buf.as_slice()[..end]) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(HandshakeError::NotHttp),
     }
     upgrade::check_response(&response, &key)?;
-    Ok(buf[end..].to_vec())
+    buf.consume(end);
+    Ok(buf)
 }

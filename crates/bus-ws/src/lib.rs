@@ -43,14 +43,20 @@
 //! request's `Origin` is not on it.
 //!
 //! # Framing and limits
-//! The data path is this crate's own RFC 6455 framing: each message's
-//! payload is read and unmasked in place into bus-core's frame decoder,
-//! which also holds messages larger than the read buffer against the
-//! node's inbound budget. The message limit is the bus's
-//! `max_message_size`: a larger message is refused from its WebSocket
-//! header, before it is buffered (close 1009), and a fragmented message as
-//! soon as its bytes exceed the `size` its frame header announced (close
-//! 1002). `max_frame_size_bytes` must not exceed the limit
+//! The data path is this crate's own RFC 6455 framing on compio's owned
+//! buffers (no compat adapter, no `futures-io`): plain WS reads with one
+//! `io_uring` read into the connection's read buffer and writes through one
+//! pooled write buffer (large frames from their own storage, vectored); WSS
+//! runs on `bus-tls`'s unbuffered records driver
+//! (`bus_tls::TlsHalves`). A message that is one frame and fits the read
+//! buffer is copied once into its own frame and unmasked in the same pass;
+//! any other goes through bus-core's frame decoder, which holds a message
+//! larger than the read buffer against the node's inbound budget and
+//! receives it in its own storage, unmasked in place. The message limit is
+//! the bus's `max_message_size`: a larger message is refused from its
+//! WebSocket header, before it is buffered (close 1009), and a message as
+//! soon as its bytes show it longer than the `size` its frame header
+//! announced (close 1002). `max_frame_size_bytes` must not exceed the limit
 //! ([`WsLimits::validate`]). A text message closes with 1003, a close reason
 //! that is not UTF-8 with 1007; the mapping of every close cause to a close
 //! code is in [`close`]. Pings are answered one pong at a time: a peer that
@@ -78,6 +84,7 @@ mod error;
 mod handshake;
 mod io;
 mod listener;
+mod shared;
 mod stream;
 mod upgrade;
 

@@ -1,38 +1,42 @@
 //! A WebSocket connection and its two halves, on our own RFC 6455 framing
-//! (`codec.rs`) over the byte stream of `io.rs`.
+//! (`codec.rs`) over the owned-buffer byte layer of `io.rs`.
 //!
 //! # Receiving: one copy, bounded, refused early
 //!
-//! The reader reads a frame header (2 to 14 bytes), then reads the payload
-//! straight into bus-core's [`Decoder`] (its read buffer, or the frame's
-//! own storage for a frame larger than that buffer) and unmasks it there in
-//! place. The decoder applies every rule of spec §1, reserves a large
-//! frame from the node's inbound budget before it allocates it (waiting,
-//! and so not reading, while the budget is exhausted), and hands out the
-//! frame. Around it the reader enforces the carriage (spec §7): a message
-//! is refused as soon as its announced or received length exceeds the
-//! `size` of the frame it carries or the limit, so nothing is buffered for
-//! a message that cannot be valid.
+//! The reader reads into its read buffer (`read_buffer_bytes`; one
+//! `io_uring` read for WS, decrypted bytes for WSS) and parses frame
+//! headers there. A message that is one frame (FIN set) and fits the read
+//! buffer, the common case, is copied once into its own pooled frame buffer
+//! and unmasked in the same pass; bus-core's
+//! [`DecodeLimits::check_received`] then applies every rule of spec §1 and
+//! §7 to it. Any other message (fragmented, or larger than the read buffer)
+//! goes through bus-core's [`Decoder`], which reserves a message larger
+//! than the read buffer from the node's inbound budget before it allocates
+//! it (waiting, and so not reading, while the budget is exhausted); such a
+//! payload is read straight into the frame's own storage and unmasked in
+//! place there. Around both the reader enforces the carriage (spec §7): a
+//! message is refused as soon as its announced or received length exceeds
+//! the `size` of the frame it carries or the limit, so nothing is buffered
+//! for a message that cannot be valid.
 //!
 //! # Control frames: one at a time
 //!
-//! Pongs and close frames go through one slot of at most 139 bytes shared
-//! by both halves. The reader that meets a ping waits until the slot is
-//! free (the previous pong written), so a peer that floods pings and never
-//! reads stops being read: nothing queues up. Whoever writes next writes the
-//! slot: the writer between two messages, or the reader itself while the
-//! writer is idle. The halves share the stream through a `RefCell` that each
-//! borrows for one `poll` call, never across an await; compio's compat
-//! stream (and `bus-tls` for WSS) keeps the socket's read and write sides
-//! apart, so a pending read never holds up a write (`dependencies.md` #2).
+//! See `shared.rs`: pongs and close frames go through one slot of at most
+//! 139 bytes, written by whoever holds the sending side (the writer between
+//! messages, or the reader itself while the writer is idle); a peer that
+//! floods pings and never reads stops being read.
 //!
 //! # Sending
 //!
-//! Each frame goes out as a WebSocket header from a stack array and the
-//! frame's bytes, in slices of at most `write_buffer_bytes`, so no sent frame
-//! allocates and the stream's write buffer never grows past that. A client
-//! masks (RFC 6455 §5.3) with a fresh key per frame, through one scratch
-//! buffer of `write_buffer_bytes` allocated with the connection.
+//! The writer takes the sending side for a batch and gives it back at its
+//! end (after one flush). On the server side a frame's WebSocket header is
+//! encoded on the stack; small frames are packed with their headers into
+//! the byte layer's pooled write buffer (WS) or its staging record (WSS), a
+//! frame too large for the buffer goes out from its own storage (WS:
+//! vectored, no copy; WSS: sealed straight from it). A client masks (RFC
+//! 6455 §5.3) with a fresh key per frame, through one scratch buffer of
+//! `write_buffer_bytes` allocated with the connection. No sent frame
+//! allocates, and no buffer grows with the frames sent.
 //!
 //! # Carriage (spec §7)
 //!
@@ -43,37 +47,30 @@
 //! opcode, wrong masking, a long or fragmented control frame, a
 //! continuation out of sequence, a bad close code) fails the connection
 //! (RFC 6455 §7.1.7): no Goodbye and no close frame, the socket is dropped.
+//!
+//! [`DecodeLimits::check_received`]: bus_core::DecodeLimits::check_received
 
-use std::{
-    cell::{Cell, RefCell},
-    future::poll_fn,
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    rc::Rc,
-    sync::Arc,
-    task::{Context, Poll, Waker, ready},
-};
+use std::{io, net::SocketAddr, rc::Rc, sync::Arc};
 
 use bus_core::{
-    Decoder, Error, Frame, FrameError, GoodbyeReason, Progress,
+    ByteBuf, DecodeLimits, Decoder, Error, Frame, FrameError, FrameMut, GoodbyeReason, Progress,
     limits::{HEADER_SIZE, WS_MAX_CONTROL_PAYLOAD_BYTES},
     transport::{
         Connection, ConnectionInfo, FrameReader, FrameWriter, ReadSettings, TransportKind,
     },
 };
 use compio::{BufResult, net::TcpStream};
-use futures_util::io::{AsyncRead, AsyncWrite};
 
 use crate::{
     close::{close_code, violation_close_code},
     codec::{
-        self, Broken, CloseBody, FrameHead, MAX_HEADER_BYTES, MaskKeys, OP_BINARY, OP_CLOSE,
-        OP_PING, OP_PONG, OP_TEXT,
+        self, Broken, CloseBody, FrameHead, MAX_HEADER_BYTES, OP_BINARY, OP_CLOSE, OP_PING,
+        OP_PONG, OP_TEXT,
     },
     config::WsLimits,
     handshake,
-    io::Io,
+    io::{Sink, Source},
+    shared::{Held, Shared},
     upgrade::{ClientRequest, UpgradePolicy},
 };
 
@@ -120,8 +117,8 @@ impl Security {
         }
     }
 
-    /// Runs the TLS handshake (WSS) and returns the stream to upgrade, with
-    /// the peer's verified certificate identity (mutual TLS).
+    /// Runs the TLS handshake (WSS) and returns the byte layer to upgrade,
+    /// with the peer's verified certificate identity (mutual TLS).
     #[cfg_attr(
         not(feature = "wss"),
         allow(clippy::unused_async, reason = "only the TLS arms await")
@@ -130,31 +127,44 @@ impl Security {
         self,
         stream: TcpStream,
         limits: &WsLimits,
-    ) -> Result<(Io, Option<String>), Error> {
+        tls_buffer_bytes: usize,
+    ) -> Result<(Source, Sink, Option<String>), Error> {
+        #[cfg(not(feature = "wss"))]
+        let _ = tls_buffer_bytes;
         match self {
             Self::Plain => {
-                let (base, cap) = limits.compat_buffers();
-                Ok((Io::plain(stream, base, cap), None))
+                let (read, write) = stream.into_split();
+                let sink = Sink::plain(write, limits.write_buffer_bytes);
+                Ok((Source::plain(read), sink, None))
             }
             #[cfg(feature = "wss")]
             Self::ServerTls(tls) => {
-                let session = tls
-                    .accept(stream, limits.read_buffer_bytes)
+                let halves = tls
+                    .accept_halves(stream, tls_buffer_bytes)
                     .await
                     .map_err(|e| Error::handshake(TransportKind::Wss, e))?;
-                let identity = session.peer_identity();
-                Ok((Io::Tls(Box::new(session)), identity))
+                Ok(Self::tls_halves(halves))
             }
             #[cfg(feature = "wss")]
             Self::ClientTls(tls) => {
-                let session = tls
-                    .handshake(stream)
+                let halves = tls
+                    .handshake_halves(stream)
                     .await
                     .map_err(|e| Error::handshake(TransportKind::Wss, e))?;
-                let identity = session.peer_identity();
-                Ok((Io::Tls(Box::new(session)), identity))
+                Ok(Self::tls_halves(halves))
             }
         }
+    }
+
+    #[cfg(feature = "wss")]
+    fn tls_halves(halves: bus_tls::TlsHalves) -> (Source, Sink, Option<String>) {
+        let bus_tls::TlsHalves {
+            source,
+            sink,
+            identity,
+            ..
+        } = halves;
+        (Source::Tls(source), Sink::Tls(Box::new(sink)), identity)
     }
 }
 
@@ -209,11 +219,11 @@ impl Connection for WsConnection {
         self.peer
     }
 
-    /// Runs the TLS handshake (WSS), then the HTTP upgrade.
-    /// `read_buffer_bytes` (the bus's stream read buffer) is not used:
-    /// WebSocket buffers come from [`WsLimits`](crate::WsLimits). The
-    /// inbound budget of `reading` bounds messages larger than the read
-    /// buffer, as on TCP.
+    /// Runs the TLS handshake (WSS), then the HTTP upgrade. WebSocket
+    /// buffers come from [`WsLimits`](crate::WsLimits); `read_buffer_bytes`
+    /// (the bus's stream read buffer) sizes only a WSS server's TLS receive
+    /// and send buffers, as it does for a TLS connection. The inbound budget
+    /// of `reading` bounds messages larger than the read buffer, as on TCP.
     ///
     /// # Cancel safety
     /// See [`Connection::establish`]: dropping it abandons the handshake and
@@ -224,51 +234,47 @@ impl Connection for WsConnection {
     ) -> Result<(WsReader, WsWriter, ConnectionInfo), Error> {
         let kind = self.security.kind();
         let limits = self.limits;
-        let (mut io, identity) = self.security.secure(self.stream, &limits).await?;
-        let (leftover, client) = match &self.side {
-            Side::Server(policy) => (handshake::accept(&mut io, policy).await, false),
-            Side::Client(request) => (handshake::connect(&mut io, request).await, true),
+        let secured = self
+            .security
+            .secure(self.stream, &limits, reading.read_buffer_bytes);
+        let (mut source, mut sink, identity) = secured.await?;
+        let (early, client) = match &self.side {
+            Side::Server(policy) => (
+                handshake::accept(&mut source, &mut sink, policy).await,
+                false,
+            ),
+            Side::Client(request) => (
+                handshake::connect(&mut source, &mut sink, request).await,
+                true,
+            ),
         };
-        let leftover = leftover.map_err(|e| Error::handshake(kind, e))?;
-        let shared = Rc::new(Shared {
-            io: RefCell::new(io),
-            control: RefCell::new(ControlSlot::default()),
-            writer_active: Cell::new(false),
-            reader_waiting: RefCell::new(None),
-            violation: Cell::new(None),
-            peer_close: Cell::new(None),
-            close_sent: Cell::new(false),
-            keys: Cell::new(client.then(MaskKeys::new)),
-        });
+        let early = early.map_err(|e| Error::handshake(kind, e))?;
+        let shared = Rc::new(Shared::new(sink, client));
         let max_message = reading.limits.max_message_size_bytes;
         let reader = WsReader {
             shared: shared.clone(),
+            source,
+            wire: Wire::new(&early, limits.read_buffer_bytes),
             decoder: Decoder::with_buffer(
                 reading.limits,
                 limits.read_buffer_bytes,
                 reading.budget.clone(),
             ),
-            wire: Wire::new(leftover, limits.read_buffer_bytes),
+            limits: reading.limits,
             masked: !client,
             max_message,
             max_frame: limits.max_frame(max_message),
-            head: [0; MAX_HEADER_BYTES],
-            head_len: 0,
             current: None,
             message: None,
             control: [0; WS_MAX_CONTROL_PAYLOAD_BYTES],
             decode_pending: false,
+            inflight: None,
             state: ReadState::Open,
         };
         let chunk = limits.write_buffer_bytes.max(1);
         let writer = WsWriter {
             shared,
-            chunk,
-            scratch: if client {
-                Vec::with_capacity(chunk)
-            } else {
-                Vec::new()
-            },
+            scratch: if client { vec![0; chunk] } else { Vec::new() },
         };
         let mut info = ConnectionInfo::new(kind, self.peer);
         info.identity = identity;
@@ -276,233 +282,61 @@ impl Connection for WsConnection {
     }
 }
 
-/// The one pending control frame (pong or close), encoded.
-#[derive(Debug)]
-struct ControlSlot {
-    bytes: [u8; MAX_HEADER_BYTES + WS_MAX_CONTROL_PAYLOAD_BYTES],
-    len: usize,
-    written: usize,
-}
-
-impl Default for ControlSlot {
-    fn default() -> Self {
-        Self {
-            bytes: [0; MAX_HEADER_BYTES + WS_MAX_CONTROL_PAYLOAD_BYTES],
-            len: 0,
-            written: 0,
-        }
-    }
-}
-
-/// What both halves hold.
-#[derive(Debug)]
-struct Shared {
-    /// Borrowed for one `poll` call at a time, never across an await.
-    io: RefCell<Io>,
-    control: RefCell<ControlSlot>,
-    /// The writer is inside a batch or a close: only it writes now.
-    writer_active: Cell<bool>,
-    /// The reader waiting for the control slot to empty.
-    reader_waiting: RefCell<Option<Waker>>,
-    /// The close code of a violation the reader found; the writer's close
-    /// sends it instead of the one derived from the Goodbye reason.
-    violation: Cell<Option<u16>>,
-    /// The close frame the peer sent, if it did.
-    peer_close: Cell<Option<CloseBody>>,
-    /// Our close frame is out.
-    close_sent: Cell<bool>,
-    /// The mask keys, on the client side.
-    keys: Cell<Option<MaskKeys>>,
-}
-
-/// Clears [`Shared::writer_active`] when the writer is done (or dropped).
-struct Active<'a>(&'a Shared);
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.writer_active.set(false);
-        self.0.wake_reader();
-    }
-}
-
-impl Shared {
-    fn activate(&self) -> Active<'_> {
-        self.writer_active.set(true);
-        Active(self)
-    }
-
-    fn wake_reader(&self) {
-        if let Some(waker) = self.reader_waiting.borrow_mut().take() {
-            waker.wake();
-        }
-    }
-
-    fn control_pending(&self) -> bool {
-        self.control.borrow().len > 0
-    }
-
-    /// A fresh mask key on the client side, `None` on the server side.
-    fn next_key(&self) -> Option<[u8; 4]> {
-        let mut keys = self.keys.get()?;
-        let key = keys.next_key();
-        self.keys.set(Some(keys));
-        Some(key)
-    }
-
-    /// Encodes a control frame into the (empty) slot.
-    fn queue_control(&self, opcode: u8, payload: &[u8]) {
-        let key = self.next_key();
-        let mut slot = self.control.borrow_mut();
-        debug_assert_eq!(slot.len, 0, "one control frame at a time");
-        let mut head = [0; MAX_HEADER_BYTES];
-        let n = codec::encode_header(&mut head, opcode, payload.len(), key);
-        slot.bytes[..n].copy_from_slice(&head[..n]);
-        let end = n + payload.len();
-        slot.bytes[n..end].copy_from_slice(payload);
-        if let Some(key) = key {
-            codec::apply_mask(&mut slot.bytes[n..end], key, 0);
-        }
-        slot.len = end;
-        slot.written = 0;
-    }
-
-    /// Writes and flushes the pending control frame, if any.
-    fn poll_drain_control(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        {
-            let mut slot = self.control.borrow_mut();
-            if slot.len == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            let mut io = self.io.borrow_mut();
-            while slot.written < slot.len {
-                let (from, to) = (slot.written, slot.len);
-                let n = ready!(Pin::new(&mut *io).poll_write(cx, &slot.bytes[from..to]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                slot.written += n;
-            }
-            ready!(Pin::new(&mut *io).poll_flush(cx))?;
-            slot.len = 0;
-            slot.written = 0;
-        }
-        self.wake_reader();
-        Poll::Ready(Ok(()))
-    }
-
-    /// Ready once the control slot is empty; drives it while the writer is
-    /// idle, waits for the writer otherwise.
-    fn poll_control_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.control_pending() {
-            return Poll::Ready(Ok(()));
-        }
-        if self.writer_active.get() {
-            *self.reader_waiting.borrow_mut() = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        self.poll_drain_control(cx)
-    }
-
-    fn poll_write(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.io.borrow_mut()).poll_write(cx, bytes)
-    }
-
-    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let n = poll_fn(|cx| self.poll_write(cx, bytes)).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            bytes = &bytes[n..];
-        }
-        Ok(())
-    }
-
-    async fn drain_control(&self) -> io::Result<()> {
-        poll_fn(|cx| self.poll_drain_control(cx)).await
-    }
-
-    async fn flush(&self) -> io::Result<()> {
-        poll_fn(|cx| Pin::new(&mut *self.io.borrow_mut()).poll_flush(cx)).await
-    }
-
-    /// Closes the byte stream's sending side: TCP FIN, or TLS
-    /// `close_notify` then FIN.
-    async fn shutdown(&self) -> io::Result<()> {
-        poll_fn(|cx| Pin::new(&mut *self.io.borrow_mut()).poll_close(cx)).await
-    }
-}
-
-/// Bytes read from the stream ahead of the framing, so that a frame header
-/// and a small payload cost one stream read between them instead of three.
+/// The read buffer: `buf[at..]` is received and not consumed yet.
 #[derive(Debug)]
 struct Wire {
-    buf: Box<[u8]>,
-    /// `buf[at..len]` is not consumed yet.
+    buf: ByteBuf,
     at: usize,
-    len: usize,
 }
+
+/// The read buffer is at least this large (two headers and a pong).
+const MIN_WIRE_BYTES: usize = 512;
 
 impl Wire {
     /// A buffer of `capacity` bytes (at least what arrived with the
     /// upgrade), holding `early` first.
-    fn new(early: Vec<u8>, capacity: usize) -> Self {
-        let len = early.len();
-        let mut buf = early;
-        buf.resize(capacity.max(len).max(MIN_WIRE_BYTES), 0);
-        Self {
-            buf: buf.into_boxed_slice(),
-            at: 0,
-            len,
-        }
+    fn new(early: &ByteBuf, capacity: usize) -> Self {
+        let mut buf = ByteBuf::with_capacity(capacity.max(early.len()).max(MIN_WIRE_BYTES));
+        buf.extend_from_slice(early.as_slice());
+        Self { buf, at: 0 }
     }
 
-    /// Copies what is buffered into `dst`; returns how much.
-    fn take(&mut self, dst: &mut [u8]) -> usize {
-        let n = (self.len - self.at).min(dst.len());
-        dst[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+    /// The bytes not consumed yet. (A cancelled plain read leaves an empty
+    /// stand-in buffer behind: then nothing, and the next read fails.)
+    fn pending(&self) -> &[u8] {
+        self.buf.as_slice().get(self.at..).unwrap_or_default()
+    }
+
+    fn available(&self) -> usize {
+        self.buf.len().saturating_sub(self.at)
+    }
+
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn consume(&mut self, n: usize) {
         self.at += n;
-        n
-    }
-}
-
-/// The wire buffer is at least this large (two headers and a pong).
-const MIN_WIRE_BYTES: usize = 512;
-
-/// One stream read into `dst`, keeping a pending control frame moving
-/// while it waits (when the writer is idle).
-async fn poll_stream(shared: &Shared, dst: &mut [u8]) -> io::Result<usize> {
-    loop {
-        let res = poll_fn(|cx| {
-            if !shared.writer_active.get() && shared.control_pending() {
-                // Errors show again on the next write or read.
-                let _ = shared.poll_drain_control(cx);
-            }
-            Pin::new(&mut *shared.io.borrow_mut()).poll_read(cx, dst)
-        })
-        .await;
-        match res {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
+        if self.at >= self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
         }
     }
-}
 
-/// Reads into `dst`: what the wire buffer holds, else a read straight into
-/// `dst` when it is large (a payload), else a read that refills the wire
-/// buffer. Cancel safe: no state lives in the future, and a refill is
-/// recorded in the same poll that completes it.
-async fn read_into(shared: &Shared, wire: &mut Wire, dst: &mut [u8]) -> io::Result<usize> {
-    if wire.at < wire.len {
-        return Ok(wire.take(dst));
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.at = 0;
     }
-    if dst.len() >= wire.buf.len() / 2 {
-        return poll_stream(shared, dst).await;
+
+    /// Moves the pending bytes to the front when `need` bytes would not
+    /// fit behind them.
+    fn make_room(&mut self, need: usize) {
+        debug_assert!(need <= self.capacity());
+        if self.at + need > self.buf.capacity() {
+            self.buf.consume(self.at.min(self.buf.len()));
+            self.at = 0;
+        }
     }
-    let n = poll_stream(shared, &mut wire.buf).await?;
-    wire.at = 0;
-    wire.len = n;
-    Ok(wire.take(dst))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -566,23 +400,79 @@ impl Message {
 #[derive(Debug)]
 pub struct WsReader {
     shared: Rc<Shared>,
-    decoder: Decoder,
+    source: Source,
     /// Bytes read ahead of the framing (those that arrived with the upgrade
     /// first).
     wire: Wire,
+    /// Messages that are not one frame fitting the read buffer.
+    decoder: Decoder,
+    limits: DecodeLimits,
     /// Server side: frames must be masked; client side: must not be.
     masked: bool,
     max_message: u32,
     max_frame: u32,
-    head: [u8; MAX_HEADER_BYTES],
-    head_len: usize,
     current: Option<Current>,
     message: Option<Message>,
     control: [u8; WS_MAX_CONTROL_PAYLOAD_BYTES],
     /// A wait for inbound budget was cancelled: the decoder must be asked
     /// again before more bytes are fed to it.
     decode_pending: bool,
+    /// A plain socket read whose caller was dropped, still in flight with
+    /// the buffer it reads into.
+    inflight: Option<Target>,
     state: ReadState,
+}
+
+/// The buffer a read appends to.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The read buffer.
+    Wire,
+    /// The decoder's read space (a large message's own storage), which held
+    /// `before` bytes when the read began.
+    Space { before: usize },
+}
+
+/// The `size` field of a masked payload that starts with a frame header.
+fn masked_size(payload: &[u8], mask: Option<[u8; 4]>) -> Option<u32> {
+    #[allow(clippy::cast_possible_truncation, reason = "48")]
+    let at = SIZE_OFFSET as usize;
+    let mut field = [0; 4];
+    // The field starts at a multiple of 4: the key is in phase.
+    codec::copy_masked(&mut field, payload.get(at..at + 4)?, mask, 0);
+    Some(u32::from_le_bytes(field))
+}
+
+/// One whole message in the read buffer: the same checks, in the same
+/// order, as the incremental path applies (length against `size`, the size
+/// rules before anything is allocated, then [`DecodeLimits::check_received`]),
+/// and the payload's one copy, unmasked on the way into its frame.
+fn whole_message(
+    limits: DecodeLimits,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> Result<Frame, FrameError> {
+    let len = payload.len();
+    let size = masked_size(payload, mask);
+    if len < HEADER_SIZE {
+        return Err(FrameError::MessageLength {
+            len: len as u64,
+            size: size.unwrap_or(0),
+        });
+    }
+    let size = size.expect("a whole header");
+    if len as u64 > u64::from(size) {
+        return Err(FrameError::MessageLength {
+            len: len as u64,
+            size,
+        });
+    }
+    limits.check_size(size)?;
+    let mut frame = FrameMut::with_capacity(len);
+    let buf = frame.buf_mut();
+    codec::copy_masked(&mut buf.spare_mut()[..len], payload, mask, 0);
+    buf.advance(len);
+    limits.check_received(frame)
 }
 
 impl WsReader {
@@ -603,47 +493,88 @@ impl WsReader {
         Error::Io(io::Error::new(io::ErrorKind::InvalidData, why))
     }
 
-    /// Reads more bytes into `self.head[self.head_len..to]`.
-    async fn fill_head(&mut self, to: usize) -> Result<(), Error> {
-        while self.head_len < to {
-            let Self {
-                shared,
-                wire,
-                head,
-                head_len,
-                ..
-            } = self;
-            let n = read_into(shared, wire, &mut head[*head_len..to]).await?;
-            if n == 0 {
-                return Err(if self.head_len == 0 && self.message.is_none() {
+    /// One read into `target`. Cancel safe: a plain read dropped in flight
+    /// is remembered in `inflight` (its buffer inside the pump) and
+    /// collected by [`WsReader::settle`] before anything else.
+    async fn read_to(&mut self, target: Target) -> io::Result<usize> {
+        let Self {
+            source,
+            wire,
+            decoder,
+            inflight,
+            ..
+        } = self;
+        match source {
+            #[cfg(feature = "wss")]
+            Source::Tls(tls) => {
+                use bus_core::transport::ByteSource as _;
+                let buf = match target {
+                    Target::Wire => &mut wire.buf,
+                    Target::Space { .. } => decoder.read_space(),
+                };
+                tls.read_into(buf).await
+            }
+            Source::Plain(pump) => {
+                if inflight.is_none() {
+                    pump.ask(match target {
+                        Target::Wire => &mut wire.buf,
+                        Target::Space { .. } => decoder.read_space(),
+                    });
+                    *inflight = Some(target);
+                }
+                let (res, owned) = pump.done().await;
+                let buf = match inflight.take().expect("a read in flight") {
+                    Target::Wire => &mut wire.buf,
+                    Target::Space { .. } => decoder.read_space(),
+                };
+                pump.give_back(std::mem::replace(buf, owned));
+                res
+            }
+        }
+    }
+
+    /// Collects a read a dropped call left in flight, and takes in what it
+    /// read into a large message's storage.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let Some(target) = self.inflight else {
+            return Ok(());
+        };
+        let got = self.read_to(target).await?;
+        if let Target::Space { before } = target {
+            if got == 0 {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.absorb(before)?;
+            self.decode().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads until `need` bytes are pending in the read buffer; the end of
+    /// the stream is [`Error::Closed`] between messages, an error inside one.
+    #[inline]
+    async fn fill(&mut self, need: usize) -> Result<(), Error> {
+        while self.wire.available() < need {
+            self.wire.make_room(need);
+            if self.read_to(Target::Wire).await? == 0 {
+                let between = self.wire.available() == 0 && self.message.is_none();
+                return Err(if between && self.current.is_none() {
                     Error::Closed
                 } else {
                     Error::Io(io::ErrorKind::UnexpectedEof.into())
                 });
             }
-            self.head_len += n;
         }
         Ok(())
     }
 
     /// Reads and checks the next frame header.
     async fn read_head(&mut self) -> Result<(), Error> {
-        // Fast path: the whole header is in the wire buffer already.
-        let wire = &mut self.wire;
-        if self.head_len == 0 && wire.len - wire.at >= 2 {
-            let need = codec::header_len(wire.buf[wire.at + 1]);
-            if wire.len - wire.at >= need {
-                let head = codec::parse_header(&wire.buf[wire.at..wire.at + need], self.masked);
-                wire.at += need;
-                let head = head.map_err(|why| self.broken(why))?;
-                return self.start_frame(head);
-            }
-        }
-        self.fill_head(2).await?;
-        let need = codec::header_len(self.head[1]);
-        self.fill_head(need).await?;
-        self.head_len = 0;
-        let head = codec::parse_header(&self.head[..need], self.masked);
+        self.fill(2).await?;
+        let need = codec::header_len(self.wire.pending()[1]);
+        self.fill(need).await?;
+        let head = codec::parse_header(&self.wire.pending()[..need], self.masked);
+        self.wire.consume(need);
         let head = head.map_err(|why| self.broken(why))?;
         self.start_frame(head)
     }
@@ -688,35 +619,83 @@ impl WsReader {
         Ok(())
     }
 
+    /// Whether the frame about to be received is a whole message that fits
+    /// the read buffer: it takes the one-copy path.
+    fn is_whole(&self, current: Current) -> bool {
+        current.head.fin
+            && current.done == 0
+            && self.message.as_ref().is_some_and(|m| m.received == 0)
+            && current.head.len <= self.wire.capacity() as u64
+    }
+
+    /// The one-copy path without an await, for the common case: the next
+    /// frame is a whole binary message (FIN set) and every byte of it is in
+    /// the read buffer already. `None` sends anything else down the
+    /// general path, which applies the same rules (and reports the same
+    /// errors) step by step.
+    fn try_whole(&mut self) -> Option<Result<Frame, Error>> {
+        if self.current.is_some() || self.message.is_some() || self.inflight.is_some() {
+            return None;
+        }
+        let pending = self.wire.pending();
+        // FIN, no reserved bit, binary.
+        if pending.len() < 2 || pending[0] != 0x80 | OP_BINARY {
+            return None;
+        }
+        let need = codec::header_len(pending[1]);
+        let head = codec::parse_header(pending.get(..need)?, self.masked).ok()?;
+        let limit = u64::from(self.max_message.min(self.max_frame));
+        if head.len > limit || head.len > (pending.len() - need) as u64 {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "at most what is buffered")]
+        let len = head.len as usize;
+        let got = whole_message(self.limits, &pending[need..need + len], head.mask);
+        self.wire.consume(need + len);
+        Some(got.map_err(|err| self.violation(err)))
+    }
+
+    /// Receives a whole message that fits the read buffer.
+    async fn read_whole(&mut self, current: Current) -> Result<Frame, Error> {
+        #[allow(clippy::cast_possible_truncation, reason = "at most the capacity")]
+        let len = current.head.len as usize;
+        // Refused as soon as the frame's `size` shows the message too long,
+        // without waiting for the rest.
+        #[allow(clippy::cast_possible_truncation, reason = "52")]
+        let early = len.min(SIZE_OFFSET as usize + 4);
+        self.fill(early).await?;
+        let size = masked_size(&self.wire.pending()[..early], current.head.mask);
+        if let Some(size) = size.filter(|size| len as u64 > u64::from(*size)) {
+            let len = len as u64;
+            return Err(self.violation(FrameError::MessageLength { len, size }));
+        }
+        self.fill(len).await?;
+        let got = whole_message(self.limits, &self.wire.pending()[..len], current.head.mask);
+        self.wire.consume(len);
+        self.current = None;
+        self.message = None;
+        got.map_err(|err| self.violation(err))
+    }
+
     /// Reads a control frame's payload and acts on it.
-    async fn read_control(&mut self, mut current: Current) -> Result<(), Error> {
+    async fn read_control(&mut self, current: Current) -> Result<(), Error> {
         #[allow(clippy::cast_possible_truncation, reason = "at most 125")]
         let len = current.head.len as usize;
-        #[allow(clippy::cast_possible_truncation, reason = "at most 125")]
-        while (current.done as usize) < len {
-            let Self {
-                shared,
-                wire,
-                control,
-                ..
-            } = self;
-            #[allow(clippy::cast_possible_truncation, reason = "at most 125")]
-            let at = current.done as usize;
-            let n = read_into(shared, wire, &mut control[at..len]).await?;
-            if n == 0 {
-                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            if let Some(key) = current.head.mask {
-                codec::apply_mask(&mut control[at..at + n], key, current.done);
-            }
-            current.done += n as u64;
-            self.current = Some(current);
+        if current.done < current.head.len {
+            self.fill(len).await?;
+            let payload = &self.wire.pending()[..len];
+            codec::copy_masked(&mut self.control[..len], payload, current.head.mask, 0);
+            self.wire.consume(len);
+            // Acting on it may wait: the payload is kept.
+            self.current = Some(Current {
+                head: current.head,
+                done: current.head.len,
+            });
         }
         match current.head.opcode {
             OP_PING => {
                 // Backpressure: the previous pong must be out first.
-                poll_fn(|cx| self.shared.poll_control_room(cx)).await?;
-                self.shared.queue_control(OP_PONG, &self.control[..len]);
+                self.shared.pong(&self.control[..len]).await?;
             }
             OP_CLOSE => {
                 let body = codec::parse_close(&self.control[..len]);
@@ -740,17 +719,11 @@ impl WsReader {
         Ok(())
     }
 
-    /// Reads part of a data frame's payload into the decoder and lets it
-    /// decode; stores the frame when it is complete.
-    async fn read_payload(&mut self, mut current: Current) -> Result<(), Error> {
-        let Self {
-            shared,
-            decoder,
-            wire,
-            message,
-            ..
-        } = self;
-        let Some(message) = message else {
+    /// Reads part of a data frame's payload into the decoder (straight into
+    /// its space when that space is the exact rest of the payload, as for a
+    /// large message's own storage), then lets the decoder decode.
+    async fn read_payload(&mut self, current: Current) -> Result<(), Error> {
+        let Some(message) = &self.message else {
             return Err(self.broken(Broken::Sequence));
         };
         let wanted = match message.size() {
@@ -758,26 +731,47 @@ impl WsReader {
             None => HEADER_SIZE as u64 - message.received,
         };
         let left = current.head.len - current.done;
-        let space = decoder.read_space();
+        let (received, size_seen) = (message.received, message.size_seen());
+        let space = self.decoder.read_space();
         #[allow(clippy::cast_possible_truncation, reason = "bounded by the spare room")]
         let n = wanted.min(left).min(space.spare() as u64) as usize;
         if n == 0 {
             // The frame is complete and the message goes on.
-            let (len, size) = (message.received + left, message.size_seen());
+            let (len, size) = (received + left, size_seen);
             return Err(self.violation(FrameError::MessageLength { len, size }));
         }
-        let into = &mut space.spare_mut()[..n];
-        let got = read_into(shared, wire, into).await?;
-        if got == 0 {
-            return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+        let before = space.len();
+        let direct = n == space.spare() && n >= self.wire.capacity() / 2;
+        if direct && self.wire.available() == 0 {
+            // No copy: the read fills exactly what the payload still owes.
+            if self.read_to(Target::Space { before }).await? == 0 {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        } else {
+            self.fill(1).await?;
+            let take = n.min(self.wire.available());
+            let bytes = &self.wire.pending()[..take];
+            self.decoder.read_space().extend_from_slice(bytes);
+            self.wire.consume(take);
         }
+        self.absorb(before)?;
+        self.decode().await
+    }
+
+    /// Unmasks the payload bytes that arrived in the decoder's space past
+    /// `before`, in place, and checks what they tell about the message.
+    fn absorb(&mut self, before: usize) -> Result<(), Error> {
+        let (Some(mut current), Some(message)) = (self.current, &mut self.message) else {
+            return Err(self.broken(Broken::Sequence));
+        };
+        let space = self.decoder.read_space();
+        let got = &mut space.as_mut_slice()[before..];
         if let Some(key) = current.head.mask {
-            codec::apply_mask(&mut into[..got], key, current.done);
+            codec::apply_mask(got, key, current.done);
         }
         let had_size = message.size().is_some();
-        message.observe(&into[..got]);
-        space.advance(got);
-        current.done += got as u64;
+        message.observe(got);
+        current.done += got.len() as u64;
         let (received, size) = (message.received, message.size());
         self.current = Some(current);
         if let (false, Some(size)) = (had_size, size) {
@@ -786,7 +780,7 @@ impl WsReader {
                 return Err(self.violation(FrameError::MessageLength { len, size }));
             }
         }
-        self.decode().await
+        Ok(())
     }
 
     /// Runs the decoder until it needs bytes (waiting for budget if it
@@ -838,14 +832,23 @@ impl FrameReader for WsReader {
     /// docs); a close frame ends the stream ([`Error::Closed`]).
     ///
     /// # Cancel safety
-    /// Cancel safe: every byte read is kept in the reader (frame header,
-    /// control payload, the decoder), and the stream's reads are cancel
-    /// safe, so dropping this future loses nothing.
+    /// Every byte parsed is kept in the reader (the read buffer, the frame
+    /// header, a control payload, the decoder), so a future dropped between
+    /// two socket reads loses nothing. The socket read itself is cancel safe
+    /// on WSS (`bus-tls` keeps it in flight) but not on plain WS
+    /// (`dependencies.md` #1, as on TCP): a dropped read loses its bytes,
+    /// and the next call fails rather than parse around the gap. The bus
+    /// keeps this future alive for the connection's life and drops it only
+    /// to tear the connection down.
     async fn read_frame(&mut self) -> Result<Frame, Error> {
         loop {
             if self.state != ReadState::Open {
                 return Err(Error::Closed);
             }
+            if let Some(whole) = self.try_whole() {
+                return whole;
+            }
+            self.settle().await?;
             let Some(current) = self.current else {
                 self.read_head().await?;
                 continue;
@@ -857,6 +860,9 @@ impl FrameReader for WsReader {
             if self.decode_pending {
                 self.decode().await?;
                 continue;
+            }
+            if self.is_whole(current) {
+                return self.read_whole(current).await;
             }
             if current.done < current.head.len {
                 self.read_payload(current).await?;
@@ -882,14 +888,20 @@ impl FrameReader for WsReader {
             ReadState::Closed => return Ok(0),
             ReadState::Failed => {}
         }
-        let Self {
-            shared,
-            decoder,
-            wire,
-            ..
-        } = self;
-        let space = decoder.discard_space();
-        read_into(shared, wire, space.spare_mut()).await
+        if let Some(target) = self.inflight {
+            // Collected and dropped: nothing is parsed any more.
+            self.read_to(target).await?;
+        }
+        // A large message's storage goes back now.
+        self.decoder.discard_space();
+        let pending = self.wire.available();
+        self.wire.clear();
+        if pending > 0 {
+            return Ok(pending);
+        }
+        let n = self.read_to(Target::Wire).await?;
+        self.wire.clear();
+        Ok(n)
     }
 }
 
@@ -897,31 +909,28 @@ impl FrameReader for WsReader {
 #[derive(Debug)]
 pub struct WsWriter {
     shared: Rc<Shared>,
-    /// Most bytes handed to the stream in one write.
-    chunk: usize,
-    /// Client side: where frames are masked, `chunk` bytes at a time.
+    /// Client side: where frames are masked, `write_buffer_bytes` at a
+    /// time (empty on the server side).
     scratch: Vec<u8>,
 }
 
 impl WsWriter {
     /// Writes one frame as one binary message.
-    async fn write_message(&mut self, bytes: &[u8]) -> io::Result<()> {
+    async fn write_message(&mut self, sink: &mut Held<'_>, frame: &Frame) -> io::Result<()> {
+        let bytes = frame.as_bytes();
         let key = self.shared.next_key();
         let mut head = [0; MAX_HEADER_BYTES];
         let n = codec::encode_header(&mut head, OP_BINARY, bytes.len(), key);
-        self.shared.write_all(&head[..n]).await?;
+        let Some(key) = key else {
+            return sink.write_frame(&head[..n], frame).await;
+        };
+        sink.write(&head[..n]).await?;
         let mut offset = 0u64;
-        for piece in bytes.chunks(self.chunk) {
-            match key {
-                None => self.shared.write_all(piece).await?,
-                Some(key) => {
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(piece);
-                    codec::apply_mask(&mut self.scratch, key, offset);
-                    self.shared.write_all(&self.scratch).await?;
-                    offset += piece.len() as u64;
-                }
-            }
+        for piece in bytes.chunks(self.scratch.len()) {
+            let scratch = &mut self.scratch[..piece.len()];
+            codec::copy_masked(scratch, piece, Some(key), offset);
+            sink.write(scratch).await?;
+            offset += piece.len() as u64;
         }
         Ok(())
     }
@@ -934,13 +943,12 @@ impl WsWriter {
             ));
         }
         let shared = self.shared.clone();
-        let _active = shared.activate();
+        let mut held = shared.hold().await?;
         for frame in batch {
-            shared.drain_control().await?;
-            self.write_message(frame.as_bytes()).await?;
+            held.drain_control().await?;
+            self.write_message(&mut held, frame).await?;
         }
-        shared.drain_control().await?;
-        shared.flush().await
+        held.finish().await
     }
 
     /// The close frame's payload: the code and the reason's text, cut to
@@ -966,11 +974,12 @@ impl WsWriter {
 }
 
 impl FrameWriter for WsWriter {
-    /// Writes each frame as one binary message (the stream sends whenever
-    /// `write_buffer_bytes` have gathered), then flushes once.
+    /// Writes each frame as one binary message (the byte layer writes
+    /// whenever its buffer fills), then flushes once.
     ///
     /// # Cancel safety
-    /// Not cancel safe: see [`FrameWriter::write_batch`].
+    /// Not cancel safe: see [`FrameWriter::write_batch`]. A dropped batch
+    /// loses the sending side: later writes and the close fail.
     async fn write_batch(&mut self, batch: Vec<Frame>) -> BufResult<(), Vec<Frame>> {
         let res = self.send_all(&batch).await;
         BufResult(res, batch)
@@ -981,15 +990,14 @@ impl FrameWriter for WsWriter {
     /// sending side.
     async fn close(&mut self, reason: Option<GoodbyeReason>) -> io::Result<()> {
         let shared = self.shared.clone();
-        let _active = shared.activate();
-        shared.drain_control().await?;
+        let mut held = shared.hold().await?;
+        held.drain_control().await?;
         if !shared.close_sent.get() {
             let mut payload = [0; 125];
             let len = self.close_payload(reason, &mut payload);
             shared.queue_control(OP_CLOSE, &payload[..len]);
             shared.close_sent.set(true);
-            shared.drain_control().await?;
         }
-        shared.shutdown().await
+        held.shutdown().await
     }
 }
